@@ -1,0 +1,244 @@
+"""The project config: one file (`project.toml` beside this module) holds every name and
+setting; environment variables override single values per deployment.
+
+Everything else (streamer, feature job, Dagster definitions, CLI) asks `load_config()`
+and never hard-codes a name, bucket, region or hyperparameter range. Validation happens
+here, at load, and a bad value is reported in one line naming the key and what is allowed.
+No Dagster or AWS imports.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+DEFAULT_CONFIG_PATH = PACKAGE_DIR / "project.toml"
+DEFAULT_LOCAL_STORE = REPO_DIR / ".ml-demo" / "store"
+ENV_PREFIX = "ML_DEMO__"
+TICK_FEATURES = ("BID", "OFFER", "MID_OPEN", "HIGH", "LOW")
+
+
+class ConfigError(ValueError):
+    """A config value is missing or not allowed. The message is one line for the user."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectSection(_Section):
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
+    environment: str = Field(pattern=r"^[a-z][a-z0-9-]{0,15}$")
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    target: Literal["local", "aws"] = "local"
+
+
+class StoreSection(_Section):
+    url: str = ""
+    bucket: str = Field(default="", pattern=r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class MarketSection(_Section):
+    epic: str = Field(min_length=1)
+    point_value: float = Field(gt=0)
+    spread: float = Field(ge=0)
+
+
+class DealerSection(_Section):
+    stop: float = Field(gt=0)
+    limit: float = Field(gt=0)
+
+
+class ExportSection(_Section):
+    batch_size: int = Field(ge=1, le=10_000_000)
+    price_lead_seconds: int = Field(ge=0, le=86_400)
+
+
+class SimSection(_Section):
+    start_price: float = Field(gt=0)
+    tick_interval_seconds: float = Field(gt=0, le=3600)
+    volatility: float = Field(gt=0)
+
+
+class FeaturesSection(_Section):
+    history_seconds: int = Field(ge=1, le=86_400)
+
+
+class TrainingSection(_Section):
+    window_batches: int = Field(ge=1, le=1000)
+    split: tuple[float, float, float]
+
+    @field_validator("split")
+    @classmethod
+    def _split_sums_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(x <= 0 for x in v) or abs(sum(v) - 1.0) > 1e-9:
+            raise ValueError("must be three positive fractions (train, validation, test) summing to 1")
+        return v
+
+
+class ParameterRange(_Section):
+    min: float
+    max: float
+    scaling: Literal["Auto", "Linear", "Logarithmic", "ReverseLogarithmic"] = "Auto"
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ParameterRange":
+        if not self.min < self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        if self.scaling == "Logarithmic" and self.min <= 0:
+            raise ValueError("Logarithmic scaling needs min > 0")
+        return self
+
+
+class StaticHyperparameters(_Section):
+    predictor_type: Literal["binary_classifier"] = "binary_classifier"
+    binary_classifier_model_selection_criteria: Literal["precision_at_target_recall"] = (
+        "precision_at_target_recall"
+    )
+    target_recall: float = Field(gt=0, lt=1)
+    epochs: int = Field(ge=1, le=1000)
+    normalize_data: bool = True
+
+
+class TuningSection(_Section):
+    strategy: Literal["Bayesian", "Random"] = "Bayesian"
+    max_jobs: int = Field(ge=1, le=500)
+    max_parallel_jobs: int = Field(ge=1, le=100)
+    objective_metric: Literal["validation:precision"] = "validation:precision"
+    objective_type: Literal["Maximize"] = "Maximize"
+    ranges: dict[str, ParameterRange]
+    static: StaticHyperparameters
+
+    @field_validator("ranges")
+    @classmethod
+    def _known_hyperparameters(cls, v: dict[str, ParameterRange]) -> dict[str, ParameterRange]:
+        allowed = {"l1", "wd", "learning_rate", "mini_batch_size", "beta_1", "beta_2", "momentum"}
+        unknown = sorted(set(v) - allowed)
+        if unknown:
+            raise ValueError(f"unknown hyperparameter {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+        if not v:
+            raise ValueError("at least one range is needed")
+        return v
+
+    @model_validator(mode="after")
+    def _parallel_within_jobs(self) -> "TuningSection":
+        if self.max_parallel_jobs > self.max_jobs:
+            raise ValueError(f"max_parallel_jobs ({self.max_parallel_jobs}) exceeds max_jobs ({self.max_jobs})")
+        return self
+
+
+class ServingSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+
+
+class DagsterSection(_Section):
+    sensor_interval_seconds: int = Field(ge=1, le=3600)
+
+
+class ProjectConfig(_Section):
+    project: ProjectSection
+    store: StoreSection
+    market: MarketSection
+    dealer: DealerSection
+    export: ExportSection
+    sim: SimSection
+    features: FeaturesSection
+    training: TrainingSection
+    tuning: TuningSection
+    serving: ServingSection
+    dagster: DagsterSection
+
+    # Derived names: computed here so that no other module builds them.
+    @property
+    def feature_dim(self) -> int:
+        return len(TICK_FEATURES) + self.features.history_seconds
+
+    @property
+    def resource_prefix(self) -> str:
+        return f"{self.project.name}-{self.project.environment}"
+
+    @property
+    def bucket_name(self) -> str:
+        return self.store.bucket or f"{self.resource_prefix}-data"
+
+    @property
+    def store_url(self) -> str:
+        """Where the object store is: config value, else S3 bucket (aws) or local folder."""
+        if self.store.url:
+            return self.store.url
+        if self.project.target == "aws":
+            return f"s3://{self.bucket_name}"
+        return str(DEFAULT_LOCAL_STORE)
+
+    def static_hyperparameters(self) -> dict[str, Any]:
+        """linear-learner's static hyperparameters, feature_dim included."""
+        return {**self.tuning.static.model_dump(), "feature_dim": self.feature_dim}
+
+
+def _set_path(tree: dict[str, Any], path: list[str], raw: str) -> None:
+    node = tree
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{ENV_PREFIX}{'__'.join(path).upper()}: {part} is not a section")
+    # Values from the environment are TOML literals when they parse as such, else strings.
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    node[path[-1]] = value
+
+
+def _apply_env(tree: dict[str, Any], environ: dict[str, str]) -> list[str]:
+    applied = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+        if len(path) < 2:
+            raise ConfigError(f"{name}: expected {ENV_PREFIX}<SECTION>__<KEY>")
+        _set_path(tree, path, raw)
+        applied.append(".".join(path))
+    return applied
+
+
+def _one_line(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    given = first.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    extra = f"; and {len(error.errors()) - 1} more" if len(error.errors()) > 1 else ""
+    return f"config {source}: {key}: {message}{shown}{extra}"
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> ProjectConfig:
+    """Read, override from the environment, and validate the project config."""
+    environ = dict(os.environ if environ is None else environ)
+    source = Path(path or environ.get("ML_DEMO_CONFIG") or DEFAULT_CONFIG_PATH)
+    try:
+        tree = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config {source}: file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config {source}: not valid TOML: {e}") from None
+    _apply_env(tree, environ)
+    try:
+        return ProjectConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, str(source))) from None
+
+
+@lru_cache(maxsize=1)
+def default_config() -> ProjectConfig:
+    """The config from the default place and the process environment, read once."""
+    return load_config()

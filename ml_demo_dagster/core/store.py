@@ -1,0 +1,204 @@
+"""The object store: where batches, features, datasets and models live.
+
+One small interface with two faces: a local folder (the default, no cloud account) and
+S3. Keys are '/'-separated, like S3 keys. Writes are atomic: the local face writes a
+temporary file and renames it; the S3 face does one put. Listing takes `start_after`,
+so callers that keep a cursor list only what is new. No Dagster imports.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class StoreError(RuntimeError):
+    """The store cannot be reached or used; the message names the store and the key."""
+
+
+class ObjectNotFound(StoreError, KeyError):
+    """The key does not exist."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class ObjectStore(ABC):
+    """Flat key/value store of bytes."""
+
+    url: str
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write `data` at `key` atomically: readers see the old object or the whole new one."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Read the object at `key`; ObjectNotFound if absent."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        """Keys under `prefix`, in byte order, strictly after `start_after` when given."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def uri(self, key: str) -> str:
+        """Where a data engine (Spark, SageMaker) reads the key: a path or an s3:// URI."""
+
+    def put_text(self, key: str, text: str) -> None:
+        self.put_bytes(key, text.encode("utf-8"))
+
+    def get_text(self, key: str) -> str:
+        return self.get_bytes(key).decode("utf-8")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+def _check_key(key: str) -> str:
+    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
+        raise StoreError(f"invalid store key {key!r}")
+    return key
+
+
+class LocalStore(ObjectStore):
+    """A folder on this machine. Temporary files are dot-files, never listed."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).expanduser().resolve()
+        self.url = str(self.root)
+
+    def path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{self.url}: no object {key!r}") from None
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        # The folder part of the prefix is walked; names are filtered by the rest.
+        folder = prefix.rpartition("/")[0]
+        base = self.root / folder if folder else self.root
+        if not base.is_dir():
+            return iter(())
+        keys = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                key = name if rel == "." else f"{rel}/{name}"
+                if key.startswith(prefix) and (start_after is None or key > start_after):
+                    keys.append(key)
+        return iter(sorted(keys))
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def uri(self, key: str) -> str:
+        return str(self.path(key))
+
+
+class S3Store(ObjectStore):
+    """An S3 bucket, optionally under a prefix. boto3 honours AWS_ENDPOINT_URL (moto in tests)."""
+
+    def __init__(self, bucket: str, prefix: str = "", region: str | None = None, client=None):
+        import boto3  # imported here: the local face must not pay for boto3
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self._client = client or boto3.client("s3", region_name=region)
+
+    def _full(self, key: str) -> str:
+        return self.prefix + _check_key(key)
+
+    def _fail(self, action: str, key: str, error: Exception) -> StoreError:
+        # botocore messages carry no credentials; keep only the service's own words.
+        return StoreError(f"{self.url}: cannot {action} {key!r}: {error}")
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
+        except Exception as e:  # botocore raises many unrelated types
+            raise self._fail("write", key, e) from None
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
+        except self._client.exceptions.NoSuchKey:
+            raise ObjectNotFound(f"{self.url}: no object {key!r}") from None
+        except Exception as e:
+            raise self._fail("read", key, e) from None
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self._full(key))
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._fail("check", key, e) from None
+
+    def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        kwargs = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
+        if start_after:
+            kwargs["StartAfter"] = self.prefix + start_after
+        try:
+            for page in self._client.get_paginator("list_objects_v2").paginate(**kwargs):
+                for item in page.get("Contents", []):
+                    yield item["Key"][len(self.prefix):]
+        except Exception as e:
+            raise self._fail("list", prefix, e) from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self._full(key))
+        except Exception as e:
+            raise self._fail("delete", key, e) from None
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._full(key)}"
+
+
+def open_store(url: str, region: str | None = None) -> ObjectStore:
+    """`s3://bucket[/prefix]` gives an S3Store; anything else is a local folder."""
+    if url.startswith("s3://"):
+        parsed = urlparse(url)
+        if not parsed.netloc:
+            raise StoreError(f"store {url!r}: no bucket name")
+        return S3Store(parsed.netloc, parsed.path, region=region)
+    if "://" in url:
+        raise StoreError(f"store {url!r}: only local folders and s3:// URLs are supported")
+    return LocalStore(url)
