@@ -19,6 +19,7 @@ COMMANDS = {
     "pipeline": "ml_demo_dagster.cli.pipeline",
     "demo": "ml_demo_dagster.cli.pipeline",
     "serve": "ml_demo_dagster.cli.serve",
+    "up": "ml_demo_dagster.cli.up",
 }
 
 

@@ -1,0 +1,95 @@
+"""`ml-demo pipeline` and `ml-demo demo`: the retraining graph without a Dagster daemon.
+
+`pipeline` evaluates the staging sensor once over what is in the store now and
+materializes every batch it requests, in this process (ml_demo_dagster/headless.py).
+`demo` first streams N simulated batches into the store, then does the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ml_demo_dagster.cli.common import UserError, add_store_argument
+from ml_demo_dagster.config import default_config
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+    return "n/a" if v is None else str(v)
+
+
+def print_batch(row: dict[str, Any]) -> None:
+    """One human-readable block per batch, on stdout, as soon as the batch is done."""
+    print(f"batch {row['batch']}: {row['status']} in {row['seconds']} s")
+    if row["status"] != "ok":
+        print(f"  error: {row.get('error', 'see the Dagster run for details')}")
+    for key in ("deals", "feature_rows", "features", "train_rows", "validation_rows", "test_rows",
+                "purge_gap_seconds", "trials", "best_hyperparameters", "validation_precision",
+                "validation_roc_auc", "test_precision", "test_roc_auc", "test_base_rate",
+                "live_precision", "decision", "decision_reason", "failed_checks"):  # fmt: skip
+        if key in row:
+            print(f"  {key:22s} {_fmt(row[key])}")
+    sys.stdout.flush()
+
+
+def _run(args: argparse.Namespace, config) -> int:
+    from ml_demo_dagster.headless import run_pipeline
+
+    store_url = args.store or config.store_url
+    try:
+        summary = run_pipeline(config, store_url, target=args.target,
+                               on_batch=None if args.json else print_batch)  # fmt: skip
+    except ValueError as e:  # an unavailable target, an empty split: the user's to fix
+        raise UserError(str(e)) from None
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    elif not summary["batches"]:
+        print(summary["message"])
+    else:
+        print("overall: " + _fmt(summary["overall"]))
+    return 0 if summary["overall"]["failed"] == 0 else 1
+
+
+def pipeline_command(args: argparse.Namespace) -> int:
+    return _run(args, default_config())
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    from ml_demo_dagster.core.store import open_store
+    from streamer.runner import run_stream
+    from streamer.sources import make_source
+
+    config = default_config()
+    if args.batches < 1:
+        raise UserError("--batches must be at least 1")
+    store_url = args.store or config.store_url
+    store = open_store(store_url, region=config.project.region)
+    source = make_source("sim", config, seed=args.seed)
+    stats = run_stream(config, source, store, max_batches=args.batches)
+    if not args.json:
+        print(f"streamed {len(stats.batch_ids)} simulated batches into {store.url}/staging/")
+    return _run(args, config)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pipeline", help="retrain on the complete batches in staging/ now, in process",
+                       description="Evaluate the staging sensor once over what is in the store now and "
+                                   "materialize every batch it requests, in this process.")  # fmt: skip
+    add_store_argument(p)
+    p.add_argument("--target", choices=["local", "aws"], help="resources to use (default: project.target)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=pipeline_command)
+
+    d = sub.add_parser("demo", help="stream N simulated batches, then run the pipeline on them")
+    add_store_argument(d)
+    d.add_argument("--batches", type=int, default=3, help="simulated batches to stream (default 3)")
+    d.add_argument("--seed", type=int, default=7, help="seed of the simulated market (default 7)")
+    d.add_argument("--target", choices=["local", "aws"], help=argparse.SUPPRESS)
+    d.add_argument("--json", action="store_true", help="print the summary as JSON")
+    d.set_defaults(handler=demo_command)

@@ -1,0 +1,157 @@
+"""Headless runs: evaluate the staging sensor once and materialize what it asks for, in
+this process, without a Dagster daemon. `ml-demo pipeline` and `ml-demo demo` use it.
+
+The same sensor core, assets and resources as `dagster dev`. State kept in the store
+(`state/pipeline.json`): the sensor cursor and the batches requested but not yet done, so
+an interrupted invocation picks up where it stopped and a second invocation with nothing
+new does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from ml_demo_dagster.config import ProjectConfig
+from ml_demo_dagster.core.store import ObjectStore
+from ml_demo_dagster.core.watch import StagingCursor, scan
+from ml_demo_dagster.defs.partitions import batches as batches_partitions
+from ml_demo_dagster.defs.resources import StoreResource, resources_for
+
+STATE_KEY = "state/pipeline.json"
+
+# What the summary reports per batch: (asset, metadata key) -> summary field.
+SUMMARY_FIELDS = {
+    ("raw_deals", "rows"): "deals",
+    ("batch_features", "rows"): "feature_rows",
+    ("batch_features", "feature_dim"): "features",
+    ("training_dataset", "rows_train"): "train_rows",
+    ("training_dataset", "rows_validation"): "validation_rows",
+    ("training_dataset", "rows_test"): "test_rows",
+    ("training_dataset", "gap_seconds"): "purge_gap_seconds",
+    ("training_dataset", "batches"): "window",
+    ("tuned_model", "trials"): "trials",
+    ("tuned_model", "best_hyperparameters"): "best_hyperparameters",
+    ("tuned_model", "validation_precision"): "validation_precision",
+    ("tuned_model", "validation_roc_auc"): "validation_roc_auc",
+    ("tuned_model", "test_precision"): "test_precision",
+    ("tuned_model", "test_roc_auc"): "test_roc_auc",
+    ("tuned_model", "test_base_rate"): "test_base_rate",
+    ("live_precision", "live_precision"): "live_precision",
+    ("live_precision", "serving_version"): "live_serving_version",
+    ("deployed_model", "decision"): "decision",
+    ("deployed_model", "reason"): "decision_reason",
+    ("deployed_model", "challenger_score"): "challenger_score",
+    ("deployed_model", "champion_score"): "champion_score",
+    ("deployed_model", "serving_version"): "serving_version",
+}
+
+
+@dataclass
+class PipelineState:
+    cursor: StagingCursor = field(default_factory=StagingCursor)
+    pending: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, store: ObjectStore) -> "PipelineState":
+        if not store.exists(STATE_KEY):
+            return cls()
+        data = json.loads(store.get_text(STATE_KEY))
+        return cls(StagingCursor.from_json(data.get("cursor")), list(data.get("pending", [])))
+
+    def save(self, store: ObjectStore) -> None:
+        store.put_text(STATE_KEY, json.dumps({"cursor": self.cursor.to_json(), "pending": self.pending}, indent=2))
+
+
+def _plain(v: Any) -> Any:
+    raw = getattr(v, "value", v)
+    if isinstance(raw, str) and raw == "n/a":
+        return None
+    return raw
+
+
+def summarize_result(batch_id: str, result: dg.ExecuteInProcessResult, seconds: float) -> dict[str, Any]:
+    """One batch's line of the summary, from the run's materializations and checks."""
+    meta: dict[tuple[str, str], Any] = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        for key, v in mat.metadata.items():
+            meta[(mat.asset_key.to_user_string(), key)] = _plain(v)
+    row: dict[str, Any] = {"batch": batch_id, "status": "ok" if result.success else "failed"}
+    for source, name in SUMMARY_FIELDS.items():
+        if source in meta:
+            row[name] = meta[source]
+    failed_checks = [
+        f"{e.asset_check_evaluation_data.asset_key.to_user_string()}:{e.asset_check_evaluation_data.check_name}"
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
+    ]
+    if failed_checks:
+        row["failed_checks"] = failed_checks
+    if not result.success:
+        failures = [e for e in result.all_events if e.is_step_failure]
+        if failures:
+            error = failures[0].step_failure_data.error
+            row["error"] = (error.message or "").strip().splitlines()[0] if error else "step failed"
+    row["seconds"] = round(seconds, 1)
+    return row
+
+
+def overall(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary over all batches of an invocation."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    last = ok[-1] if ok else {}
+    return {
+        "batches": len(rows),
+        "succeeded": len(ok),
+        "failed": len(rows) - len(ok),
+        "deployed": sum(1 for r in ok if r.get("decision") == "deployed"),
+        "serving_version": last.get("serving_version"),
+        "latest_test_precision": last.get("test_precision"),
+        "latest_test_roc_auc": last.get("test_roc_auc"),
+        "latest_live_precision": last.get("live_precision"),
+        "seconds": round(sum(r["seconds"] for r in rows), 1),
+    }
+
+
+def run_pipeline(
+    config: ProjectConfig,
+    store_url: str,
+    *,
+    target: str | None = None,
+    on_batch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate the sensor over staging/ now and materialize every batch it requests."""
+    from ml_demo_dagster.definitions import ASSETS
+
+    resources = resources_for(config, target)
+    resources["store"] = StoreResource(url=store_url, region=config.project.region)
+    store = resources["store"].open()
+    state = PipelineState.load(store)
+    found = scan(store, state.cursor)
+    todo = sorted(set(state.pending) | set(found.complete), key=int)
+    state = PipelineState(found.cursor, todo)
+    state.save(store)
+    if not todo:
+        return {"batches": [], "overall": overall([]), "message": f"nothing to do: {found.waiting_reason()}"}
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(batches_partitions.name, todo)
+    rows = []
+    for batch_id in todo:
+        started = time.perf_counter()
+        result = dg.materialize(
+            ASSETS, partition_key=batch_id, instance=instance, resources=resources, raise_on_error=False,
+            tags={"ml-demo/batch": batch_id},
+        )  # fmt: skip
+        row = summarize_result(batch_id, result, time.perf_counter() - started)
+        rows.append(row)
+        state.pending.remove(batch_id)
+        state.save(store)
+        if on_batch:
+            on_batch(row)
+    return {"batches": rows, "overall": overall(rows)}
