@@ -1,0 +1,132 @@
+"""The staging sensor, tested the Dagster way: build a context with a cursor, evaluate a
+tick, assert the run requests and the new cursor."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+
+from ml_demo_dagster.core.staging import deals_key, price_key
+from ml_demo_dagster.core.store import LocalStore
+from ml_demo_dagster.defs.ingest.sensors import staging_sensor
+from ml_demo_dagster.defs.resources import StoreResource
+
+T1, T2, T3, T4 = "1700000000001", "1700000000002", "1700000000003", "1700000000004"
+
+
+class CountingStore(LocalStore):
+    """A local store that records how it was listed."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.listings: list[tuple[str, str | None, int]] = []
+
+    def list_keys(self, prefix, start_after=None):
+        keys = list(super().list_keys(prefix, start_after))
+        self.listings.append((prefix, start_after, len(keys)))
+        return iter(keys)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    store = CountingStore(tmp_path / "store")
+    monkeypatch.setattr(StoreResource, "open", lambda self: store)
+    with dg.instance_for_test() as instance:
+        yield store, instance
+
+
+def land(store, batch_id, files=("price", "deals")):
+    for kind in files:
+        store.put_bytes(price_key(batch_id) if kind == "price" else deals_key(batch_id), b"x")
+
+
+def tick(instance, cursor=None):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"store": StoreResource(url="unused")})
+    return staging_sensor(context)
+
+
+def requested(result):
+    return [(r.run_key, r.partition_key) for r in result.run_requests or []]
+
+
+def test_empty_staging_skips_and_says_what_it_waits_for(env):
+    store, instance = env
+    result = tick(instance)
+    assert not result.run_requests
+    assert "no new complete batch" in result.skip_reason.skip_message
+
+
+def test_new_complete_batch_requests_one_run_keyed_by_t(env):
+    store, instance = env
+    land(store, T1)
+    result = tick(instance)
+    assert requested(result) == [(T1, T1)]
+    assert result.dynamic_partitions_requests[0].partition_keys == [T1]
+    cursor = json.loads(result.cursor)
+    assert cursor["after"] == {"deals": deals_key(T1), "price": price_key(T1)}
+    assert cursor["waiting"] == {}
+    # The next tick lists only after the cursor and requests nothing.
+    store.listings.clear()
+    again = tick(instance, result.cursor)
+    assert not again.run_requests
+    assert store.listings == [("staging/deals-", deals_key(T1), 0), ("staging/price-", price_key(T1), 0)]
+
+
+def test_incomplete_batch_waits_until_its_partner_lands(env):
+    store, instance = env
+    land(store, T1, files=("price",))
+    first = tick(instance)
+    assert not first.run_requests
+    assert f"waiting for the other file of: {deals_key(T1)}" in first.skip_reason.skip_message
+    assert json.loads(first.cursor)["waiting"] == {T1: "price"}
+    land(store, T1, files=("deals",))
+    second = tick(instance, first.cursor)
+    assert requested(second) == [(T1, T1)]
+    assert json.loads(second.cursor)["waiting"] == {}
+
+
+def test_partner_landing_below_the_listing_cursor_is_not_lost(env):
+    store, instance = env
+    land(store, T1, files=("deals",))  # a writer that puts deals first
+    land(store, T2)
+    first = tick(instance)
+    assert requested(first) == [(T2, T2)]
+    land(store, T1, files=("price",))  # sorts below the price cursor (price-T2)
+    second = tick(instance, first.cursor)
+    assert requested(second) == [(T1, T1)]
+
+
+def test_burst_of_batches_gives_one_run_each_oldest_first(env):
+    store, instance = env
+    land(store, T1)
+    first = tick(instance)
+    for t in (T3, T2, T4):
+        land(store, t)
+    burst = tick(instance, first.cursor)
+    assert requested(burst) == [(T2, T2), (T3, T3), (T4, T4)]
+    assert burst.dynamic_partitions_requests[0].partition_keys == [T2, T3, T4]
+
+
+def test_restart_resumes_from_the_cursor_and_a_reset_repeats_run_keys(env):
+    store, instance = env
+    land(store, T1)
+    land(store, T2, files=("price",))
+    first = tick(instance)
+    # A restarted daemon evaluates with the stored cursor: nothing is requested twice.
+    land(store, T2, files=("deals",))
+    land(store, T3)
+    resumed = tick(instance, first.cursor)
+    assert requested(resumed) == [(T2, T2), (T3, T3)]
+    # Without a cursor everything is requested again, with the same run keys, which
+    # Dagster deduplicates: a batch never runs twice.
+    reset = tick(instance, None)
+    assert [k for k, _ in requested(reset)] == [T1, T2, T3]
+
+
+def test_files_that_are_not_batches_are_ignored(env):
+    store, instance = env
+    store.put_bytes("staging/deals-notes.csv", b"x")
+    land(store, T1)
+    assert requested(tick(instance)) == [(T1, T1)]
