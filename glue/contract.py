@@ -1,0 +1,54 @@
+"""What the feature job reads, writes and reports, shared by its Spark and pyarrow faces.
+
+The staging column names repeat `ml_demo_dagster.core.staging` on purpose: glue/ is
+shipped to AWS Glue on its own, without the rest of the project (a test keeps the two
+in step). No Spark, Dagster or AWS imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from glue.feature_kernel import COUNT_KEYS, empty_counts
+
+DEAL_COLUMNS = ("timestamp", "loss_or_profit", "type", "stop", "limit", "price", "stop_price", "limit_price")
+PRICE_COLUMNS = (
+    "timestamp", "BID", "OFFER", "MID_OPEN", "CHANGE", "CHANGE_PCT", "HIGH", "LOW",
+    "UPDATE_TIME", "MARKET_STATE", "MARKET_DELAY",
+)  # fmt: skip
+_STRINGS = {"loss_or_profit", "type", "UPDATE_TIME", "MARKET_STATE"}
+# Spark DDL of the headerless staging CSVs (an explicit schema: no inference pass).
+DEALS_DDL = ", ".join(f"`{c}` {'long' if c == 'timestamp' else 'string' if c in _STRINGS else 'double'}" for c in DEAL_COLUMNS)
+PRICE_DDL = ", ".join(f"`{c}` {'long' if c == 'timestamp' else 'string' if c in _STRINGS else 'double'}" for c in PRICE_COLUMNS)
+# The parquet the job writes: one row per deal with a full window.
+OUTPUT_COLUMNS = ("batch", "timestamp", "label", "duration_ms", "duration_known", "features")
+OUTPUT_DDL = "batch string, timestamp long, label byte, duration_ms long, duration_known boolean, features array<float>"
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    """One batch's two staging files (local paths, file: or s3:// URIs)."""
+
+    batch_id: str
+    deals_uri: str
+    price_uri: str
+
+
+@dataclass(frozen=True)
+class FeatureReport:
+    """Counts per batch (deals, rows, no_history, no_tick, missing_tick_values) and in total."""
+
+    batches: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> dict[str, int]:
+        total = empty_counts()
+        for counts in self.batches.values():
+            for key in COUNT_KEYS:
+                total[key] += counts[key]
+        return total
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready form: {"batches": {id: counts}, "total": counts}."""
+        return {"batches": {b: dict(c) for b, c in self.batches.items()}, "total": self.total}
