@@ -4,7 +4,6 @@ Locally the job runs on Spark started by dagster-pyspark; on aws the same transf
 as a Glue job. The asset only calls the feature-job resource and reads back what it wrote.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -5,7 +5,6 @@ line and field in its message, a rejection record is written to `rejected/<T>.js
 staging files stay untouched, and the sensor goes on with the next batches.
 """
 
-from __future__ import annotations
 
 import json
 

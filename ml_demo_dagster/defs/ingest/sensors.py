@@ -6,7 +6,6 @@ partition key = T (added to the `batches` dynamic partitions in the same tick). 
 a burst of batches queue up behind each other; none is dropped.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 

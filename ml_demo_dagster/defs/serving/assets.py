@@ -6,7 +6,6 @@
 same rows, the newest test split, and deploys the challenger only if it is better.
 """
 
-from __future__ import annotations
 
 import json
 

@@ -6,7 +6,6 @@ deal. The tuner (local Bayesian search, or SageMaker on aws) is driven by config
 it chooses on validation precision at target recall and reports test scores.
 """
 
-from __future__ import annotations
 
 import json
 

@@ -1,0 +1,55 @@
+"""The code location loads, and its graph is the one the README describes."""
+
+import dagster as dg
+
+from ml_demo_dagster.definitions import build_definitions, defs
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs)
+    job = defs.resolve_job_def("batch_job")
+    assert job.partitions_def.name == "batches"
+
+
+def test_assets_are_grouped_by_stage_with_one_line_docstrings():
+    graph = defs.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert groups == {
+        "raw_ticks": "ingest",
+        "raw_deals": "ingest",
+        "batch_features": "features",
+        "training_dataset": "training",
+        "tuned_model": "training",
+        "live_precision": "serving",
+        "deployed_model": "serving",
+    }
+    for key in graph.get_all_asset_keys():
+        description = graph.get(key).description
+        assert description and "\n" not in description.strip(), key
+
+
+def test_checks_are_declared():
+    graph = defs.resolve_asset_graph()
+    names = {key.name for key in graph.asset_check_keys}
+    assert {
+        "ticks_are_ordered", "spread_is_positive", "features_have_no_nan", "feature_width_is_605",
+        "label_balance_is_reported", "model_beats_base_rate",
+    } <= names  # fmt: skip
+
+
+def test_live_precision_is_scored_before_the_deployment():
+    graph = defs.resolve_asset_graph()
+    parents = {k.to_user_string() for k in graph.get(dg.AssetKey("deployed_model")).parent_keys}
+    assert parents == {"tuned_model", "live_precision"}
+
+
+def test_sensor_is_running_by_default():
+    sensor = defs.resolve_sensor_def("staging_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_unknown_target_is_a_clear_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="target 'aws' is not available in this build"):
+        build_definitions("aws")
