@@ -4,7 +4,6 @@ Locally the job runs on Spark started by dagster-pyspark; on aws the same transf
 as a Glue job. The asset only calls the feature-job resource and reads back what it wrote.
 """
 
-
 import dagster as dg
 
 from ml_demo_dagster.core.layout import features_prefix, read_features
@@ -12,7 +11,6 @@ from ml_demo_dagster.defs.features import checks
 from ml_demo_dagster.defs.ingest.assets import raw_deals, raw_ticks
 from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import FeatureJobResource, ProjectConfigResource, StoreResource
-
 
 @dg.asset(partitions_def=batches, group_name="features", kinds={"spark", "parquet"},
           deps=[raw_ticks, raw_deals], check_specs=checks.FEATURE_CHECKS)  # fmt: skip

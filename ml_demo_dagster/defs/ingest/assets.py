@@ -5,7 +5,6 @@ line and field in its message, a rejection record is written to `rejected/<T>.js
 staging files stay untouched, and the sensor goes on with the next batches.
 """
 
-
 import json
 
 import dagster as dg
@@ -20,7 +19,6 @@ from ml_demo_dagster.defs.metadata import preview
 from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import ProjectConfigResource, StoreResource
 
-
 def _parse_or_reject(store: ObjectStore, batch_id: str, key: str, parse) -> pa.Table:
     try:
         return parse(store.get_bytes(key), key)
@@ -33,11 +31,9 @@ def _parse_or_reject(store: ObjectStore, batch_id: str, key: str, parse) -> pa.T
             allow_retries=False,
         ) from None
 
-
 def _span(ts: pa.ChunkedArray) -> dict:
     lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
     return {"first_ms": lo, "last_ms": hi, "minutes": round((hi - lo) / 60000, 1)}
-
 
 @dg.asset(partitions_def=batches, group_name="ingest", kinds={"csv", "parquet"}, check_specs=checks.TICK_CHECKS)
 def raw_ticks(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
@@ -50,7 +46,6 @@ def raw_ticks(context: dg.AssetExecutionContext, store: StoreResource) -> dg.Mat
                   "path": s.uri(raw_key("ticks", batch_id))},
         check_results=[checks.ticks_are_ordered(ticks), checks.spread_is_positive(ticks)],
     )  # fmt: skip
-
 
 @dg.asset(partitions_def=batches, group_name="ingest", kinds={"csv", "parquet"}, deps=[raw_ticks],
           check_specs=checks.DEAL_CHECKS)  # fmt: skip

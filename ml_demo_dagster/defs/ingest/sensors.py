@@ -6,7 +6,6 @@ partition key = T (added to the `batches` dynamic partitions in the same tick). 
 a burst of batches queue up behind each other; none is dropped.
 """
 
-
 import dagster as dg
 
 from ml_demo_dagster.config import default_config
@@ -24,7 +23,6 @@ batch_job = dg.define_asset_job(
     tags={"ml-demo/pipeline": "retrain"},
 )
 
-
 def evaluate_staging(context: dg.SensorEvaluationContext, store: StoreResource) -> dg.SensorResult:
     """One sensor tick: the run requests for complete batches that landed since the cursor."""
     result = scan(store.open(), StagingCursor.from_json(context.cursor))
@@ -38,7 +36,6 @@ def evaluate_staging(context: dg.SensorEvaluationContext, store: StoreResource) 
         dynamic_partitions_requests=[batches.build_add_request(result.complete)],
         cursor=result.cursor.to_json(),
     )
-
 
 @dg.sensor(
     name="staging_sensor",

@@ -6,7 +6,6 @@
 same rows, the newest test split, and deploys the challenger only if it is better.
 """
 
-
 import json
 
 import dagster as dg
@@ -23,11 +22,9 @@ from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import DeployerResource, ProjectConfigResource, StoreResource
 from ml_demo_dagster.defs.training.assets import tuned_model
 
-
 def _live_history(s) -> list[dict]:
     records = [json.loads(s.get_text(k)) for k in s.list_keys(LIVE_PREFIX)]
     return sorted((r for r in records if r.get("live_precision") is not None), key=lambda r: int(r["batch"]))
-
 
 @dg.asset(partitions_def=batches, group_name="serving", kinds={"python"}, deps=[batch_features])
 def live_precision(context: dg.AssetExecutionContext, store: StoreResource, project: ProjectConfigResource) -> dg.MaterializeResult:
@@ -58,7 +55,6 @@ def live_precision(context: dg.AssetExecutionContext, store: StoreResource, proj
         )  # fmt: skip
         metadata["live_precision_over_time"] = dg.MetadataValue.md(png_markdown(plot))
     return dg.MaterializeResult(metadata=metadata)
-
 
 @dg.asset(partitions_def=batches, group_name="serving", kinds={"python"}, deps=[tuned_model, live_precision])
 def deployed_model(

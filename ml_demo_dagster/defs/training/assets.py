@@ -6,7 +6,6 @@ deal. The tuner (local Bayesian search, or SageMaker on aws) is driven by config
 it chooses on validation precision at target recall and reports test scores.
 """
 
-
 import json
 
 import dagster as dg
@@ -26,11 +25,9 @@ MODEL_CHECKS = [
                       description="Test precision at target recall is at least the test split's base rate."),
 ]  # fmt: skip
 
-
 def window_for(available: list[str], batch_id: str, size: int) -> list[str]:
     """The newest `size` batches up to and including `batch_id`, oldest first."""
     return [b for b in available if int(b) <= int(batch_id)][-size:]
-
 
 @dg.asset(partitions_def=batches, group_name="training", kinds={"parquet", "csv"}, deps=[batch_features])
 def training_dataset(context: dg.AssetExecutionContext, store: StoreResource, project: ProjectConfigResource) -> dg.MaterializeResult:
@@ -52,7 +49,6 @@ def training_dataset(context: dg.AssetExecutionContext, store: StoreResource, pr
             "channels": dg.MetadataValue.json(keys),
         }
     )
-
 
 @dg.asset(partitions_def=batches, group_name="training", kinds={"python"}, deps=[training_dataset],
           check_specs=MODEL_CHECKS)  # fmt: skip
