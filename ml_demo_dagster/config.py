@@ -90,7 +90,7 @@ class ParameterRange(_Section):
     integer: bool = False
 
     @model_validator(mode="after")
-    def _ordered(self) -> "ParameterRange":
+    def _ordered(self) -> ParameterRange:
         if not self.min < self.max:
             raise ValueError(f"min ({self.min}) must be below max ({self.max})")
         if self.scaling == "Logarithmic" and self.min <= 0:
@@ -100,9 +100,7 @@ class ParameterRange(_Section):
 
 class StaticHyperparameters(_Section):
     predictor_type: Literal["binary_classifier"] = "binary_classifier"
-    binary_classifier_model_selection_criteria: Literal["precision_at_target_recall"] = (
-        "precision_at_target_recall"
-    )
+    binary_classifier_model_selection_criteria: Literal["precision_at_target_recall"] = "precision_at_target_recall"
     target_recall: float = Field(gt=0, lt=1)
     epochs: int = Field(ge=1, le=1000)
     normalize_data: bool = True
@@ -129,7 +127,7 @@ class TuningSection(_Section):
         return v
 
     @model_validator(mode="after")
-    def _parallel_within_jobs(self) -> "TuningSection":
+    def _parallel_within_jobs(self) -> TuningSection:
         if self.max_parallel_jobs > self.max_jobs:
             raise ValueError(f"max_parallel_jobs ({self.max_parallel_jobs}) exceeds max_jobs ({self.max_jobs})")
         return self
@@ -203,7 +201,7 @@ def _apply_env(tree: dict[str, Any], environ: dict[str, str]) -> list[str]:
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
-        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
         if len(path) < 2:
             raise ConfigError(f"{name}: expected {ENV_PREFIX}<SECTION>__<KEY>")
         _set_path(tree, path, raw)

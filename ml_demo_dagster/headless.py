@@ -58,7 +58,7 @@ class PipelineState:
     pending: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, store: ObjectStore) -> "PipelineState":
+    def load(cls, store: ObjectStore) -> PipelineState:
         if not store.exists(STATE_KEY):
             return cls()
         data = json.loads(store.get_text(STATE_KEY))

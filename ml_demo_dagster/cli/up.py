@@ -61,7 +61,7 @@ def _stop(procs: dict[str, subprocess.Popen], grace: float = 20.0) -> None:
 def up_command(args: argparse.Namespace) -> int:
     config = default_config()
     if config.project.target != "local":
-        raise UserError("`ml-demo up` runs the local target; set project.target = \"local\"")
+        raise UserError('`ml-demo up` runs the local target; set project.target = "local"')
     store = args.store or config.store_url
     env = dict(os.environ, DAGSTER_HOME=str(dagster_home()), ML_DEMO__STORE__URL=store,
                SPARK_LOCAL_IP="127.0.0.1", PYTHONUNBUFFERED="1")  # fmt: skip
@@ -76,7 +76,9 @@ def up_command(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    procs = {name: subprocess.Popen(cmd, cwd=REPO_DIR, env=env, start_new_session=True) for name, cmd in commands.items()}
+    procs = {
+        name: subprocess.Popen(cmd, cwd=REPO_DIR, env=env, start_new_session=True) for name, cmd in commands.items()
+    }
     print(
         f"ml-demo is up:\n"
         f"  Dagster UI      http://127.0.0.1:{args.port}  (sensor staging_sensor retrains on each batch)\n"
@@ -106,7 +108,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)  # fmt: skip
     p.add_argument("--store", metavar="DIR", help="local store folder (default: store.url in the config)")
     p.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
-    p.add_argument("--speed", type=float, default=100.0,
-                   help="simulated market seconds per wall second (default 100: a 10,000-deal batch every ~2 min)")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=100.0,
+        help="simulated market seconds per wall second (default 100: a 10,000-deal batch every ~2 min)",
+    )
     p.add_argument("--batch-size", type=int, help="deals per batch (default: export.batch_size in the config)")
     p.set_defaults(handler=up_command)

@@ -1,13 +1,13 @@
 """Where everything derived from a batch lives in the object store (one place for keys).
 
-    staging/{deals,price}-<T>.csv   the streamer's batches (core/staging.py)
-    rejected/<T>.json               why a malformed batch was set aside
-    raw/{ticks,deals}/<T>.parquet   validated, columnar copies
-    features/<T>/*.parquet          the feature job's output for batch T
-    datasets/<T>/                   training channels (CSV) + columnar copy, window ending at T
-    models/...                      model versions and the champion pointer (core/registry.py)
-    monitoring/live/<T>.json        the serving model's precision on batch T, before retraining
-    state/                          cursors of headless runs
+staging/{deals,price}-<T>.csv   the streamer's batches (core/staging.py)
+rejected/<T>.json               why a malformed batch was set aside
+raw/{ticks,deals}/<T>.parquet   validated, columnar copies
+features/<T>/*.parquet          the feature job's output for batch T
+datasets/<T>/                   training channels (CSV) + columnar copy, window ending at T
+models/...                      model versions and the champion pointer (core/registry.py)
+monitoring/live/<T>.json        the serving model's precision on batch T, before retraining
+state/                          cursors of headless runs
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def batches_with_features(store: ObjectStore) -> list[str]:
     """Batch ids that have feature output, oldest first (a job's `_SUCCESS` marks done)."""
     done = set()
     for key in store.list_keys(FEATURES_PREFIX):
-        parts = key[len(FEATURES_PREFIX):].split("/")
+        parts = key[len(FEATURES_PREFIX) :].split("/")
         if len(parts) >= 2 and parts[-1] == "_SUCCESS":
             done.add(parts[0])
     return sorted(done, key=int)

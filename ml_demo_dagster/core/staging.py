@@ -123,7 +123,7 @@ def _locate(data: bytes, source: str, columns: Sequence[str], schema: pa.Schema)
     for n, row in enumerate(csv.reader(io.StringIO(text)), start=1):
         if len(row) != len(columns):
             return StagingFormatError(source, f"expected {len(columns)} fields, found {len(row)}", n)
-        for name, value in zip(columns, row):
+        for name, value in zip(columns, row, strict=False):
             kind = schema.field(name).type
             if value == "":
                 if name not in _NULLABLE:
@@ -237,9 +237,9 @@ def read_prices(data: bytes, source: str = "price") -> pa.Table:
 
 def deals_rows(table: pa.Table) -> list[tuple]:
     """Rows of a deals table, in DEAL_COLUMNS order, for format_rows."""
-    return list(zip(*(table.column(c).to_pylist() for c in DEAL_COLUMNS)))
+    return list(zip(*(table.column(c).to_pylist() for c in DEAL_COLUMNS), strict=False))
 
 
 def price_rows(table: pa.Table) -> list[tuple]:
     """Rows of a price table, in PRICE_COLUMNS order, for format_rows."""
-    return list(zip(*(table.column(c).to_pylist() for c in PRICE_COLUMNS)))
+    return list(zip(*(table.column(c).to_pylist() for c in PRICE_COLUMNS), strict=False))

@@ -178,7 +178,7 @@ class S3Store(ObjectStore):
         try:
             for page in self._client.get_paginator("list_objects_v2").paginate(**kwargs):
                 for item in page.get("Contents", []):
-                    yield item["Key"][len(self.prefix):]
+                    yield item["Key"][len(self.prefix) :]
         except Exception as e:
             raise self._fail("list", prefix, e) from None
 

@@ -33,7 +33,7 @@ class StagingCursor:
         return json.dumps({"after": self.after, "waiting": self.waiting}, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | None) -> "StagingCursor":
+    def from_json(cls, text: str | None) -> StagingCursor:
         if not text:
             return cls()
         data = json.loads(text)
@@ -50,8 +50,7 @@ class ScanResult:
         """What the watcher waits for, in words (the sensor's skip reason)."""
         if self.cursor.waiting:
             parts = [
-                f"{_PARTNER_KEY[kind](batch)} (have {kind})"
-                for batch, kind in sorted(self.cursor.waiting.items())
+                f"{_PARTNER_KEY[kind](batch)} (have {kind})" for batch, kind in sorted(self.cursor.waiting.items())
             ]
             return "waiting for the other file of: " + ", ".join(parts)
         return f"no new complete batch in {DEALS_PREFIX}<T>.csv + {PRICE_PREFIX}<T>.csv"

@@ -68,7 +68,12 @@ def test_keys():
         (SEED_DEALS + b'1617184802001,"draw","buy",20,20,5970,5950,5990\n', 3, "loss_or_profit", "'draw'"),
         (SEED_DEALS + b'1617184802001,"loss","sell",20,20,5970,5950,5990\n', 3, "type", "'sell'"),
         (SEED_DEALS + b'1617184802001,"loss","buy",20,20,5970,5950\n', 3, None, "expected 8 fields"),
-        (b'1617184802001,"loss","buy",20,20,5970,5950,5990\n,"loss","buy",20,20,5970,5950,5990\n', 2, "timestamp", "empty"),
+        (
+            b'1617184802001,"loss","buy",20,20,5970,5950,5990\n,"loss","buy",20,20,5970,5950,5990\n',
+            2,
+            "timestamp",
+            "empty",
+        ),
         (b'161718480,"loss","buy",20,20,5970,5950,5990\n', 1, "timestamp", "13 digits"),
         (b'1617184802001.5,"loss","buy",20,20,5970,5950,5990\n', 1, "timestamp", "whole number"),
         (b'1617184802001,"loss","buy",20,20,5970,5980,5990\n', 1, "stop_price", "below price"),
@@ -91,4 +96,4 @@ def test_bad_prices_name_file_line_and_field():
     with pytest.raises(StagingFormatError, match="empty"):
         read_prices(b"", "price-x.csv")
     with pytest.raises(StagingFormatError, match="line 1 field BID: required value is empty"):
-        read_prices(b'1617184803001,,5935,,,,,,,,\n', "price-x.csv")
+        read_prices(b"1617184803001,,5935,,,,,,,,\n", "price-x.csv")

@@ -43,7 +43,9 @@ def land(store, batch_id, files=("price", "deals")):
 
 
 def tick(instance, cursor=None):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"store": StoreResource(url="unused")})
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"store": StoreResource(url="unused")}
+    )
     return staging_sensor(context)
 
 

@@ -12,6 +12,7 @@ from ml_demo_dagster.defs.ingest.assets import raw_deals, raw_ticks
 from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import FeatureJobResource, ProjectConfigResource, StoreResource
 
+
 @dg.asset(partitions_def=batches, group_name="features", kinds={"spark", "parquet"},
           deps=[raw_ticks, raw_deals], check_specs=checks.FEATURE_CHECKS)  # fmt: skip
 def batch_features(
@@ -33,7 +34,8 @@ def batch_features(
             "feature_dim": cfg.feature_dim,
             "profit_share": round(float(labels.mean()), 4) if len(labels) else 0.0,
             "longest_deal_seconds": round(float(table.column("duration_ms").to_numpy().max()) / 1000, 1)
-            if table.num_rows else 0.0,
+            if table.num_rows
+            else 0.0,
             "path": s.uri(features_prefix(batch_id)),
         },
         check_results=[

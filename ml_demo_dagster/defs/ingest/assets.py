@@ -19,6 +19,7 @@ from ml_demo_dagster.defs.metadata import preview
 from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import ProjectConfigResource, StoreResource
 
+
 def _parse_or_reject(store: ObjectStore, batch_id: str, key: str, parse) -> pa.Table:
     try:
         return parse(store.get_bytes(key), key)
@@ -31,9 +32,11 @@ def _parse_or_reject(store: ObjectStore, batch_id: str, key: str, parse) -> pa.T
             allow_retries=False,
         ) from None
 
+
 def _span(ts: pa.ChunkedArray) -> dict:
     lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
     return {"first_ms": lo, "last_ms": hi, "minutes": round((hi - lo) / 60000, 1)}
+
 
 @dg.asset(partitions_def=batches, group_name="ingest", kinds={"csv", "parquet"}, check_specs=checks.TICK_CHECKS)
 def raw_ticks(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
@@ -47,9 +50,12 @@ def raw_ticks(context: dg.AssetExecutionContext, store: StoreResource) -> dg.Mat
         check_results=[checks.ticks_are_ordered(ticks), checks.spread_is_positive(ticks)],
     )  # fmt: skip
 
+
 @dg.asset(partitions_def=batches, group_name="ingest", kinds={"csv", "parquet"}, deps=[raw_ticks],
           check_specs=checks.DEAL_CHECKS)  # fmt: skip
-def raw_deals(context: dg.AssetExecutionContext, store: StoreResource, project: ProjectConfigResource) -> dg.MaterializeResult:
+def raw_deals(
+    context: dg.AssetExecutionContext, store: StoreResource, project: ProjectConfigResource
+) -> dg.MaterializeResult:
     """Buy deals of one batch with their outcome, validated against the staging contract, as parquet."""
     batch_id, s = context.partition_key, store.open()
     deals = _parse_or_reject(s, batch_id, deals_key(batch_id), read_deals)

@@ -23,6 +23,7 @@ batch_job = dg.define_asset_job(
     tags={"ml-demo/pipeline": "retrain"},
 )
 
+
 def evaluate_staging(context: dg.SensorEvaluationContext, store: StoreResource) -> dg.SensorResult:
     """One sensor tick: the run requests for complete batches that landed since the cursor."""
     result = scan(store.open(), StagingCursor.from_json(context.cursor))
@@ -36,6 +37,7 @@ def evaluate_staging(context: dg.SensorEvaluationContext, store: StoreResource) 
         dynamic_partitions_requests=[batches.build_add_request(result.complete)],
         cursor=result.cursor.to_json(),
     )
+
 
 @dg.sensor(
     name="staging_sensor",

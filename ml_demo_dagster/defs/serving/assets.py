@@ -22,12 +22,16 @@ from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import DeployerResource, ProjectConfigResource, StoreResource
 from ml_demo_dagster.defs.training.assets import tuned_model
 
+
 def _live_history(s) -> list[dict]:
     records = [json.loads(s.get_text(k)) for k in s.list_keys(LIVE_PREFIX)]
     return sorted((r for r in records if r.get("live_precision") is not None), key=lambda r: int(r["batch"]))
 
+
 @dg.asset(partitions_def=batches, group_name="serving", kinds={"python"}, deps=[batch_features])
-def live_precision(context: dg.AssetExecutionContext, store: StoreResource, project: ProjectConfigResource) -> dg.MaterializeResult:
+def live_precision(
+    context: dg.AssetExecutionContext, store: StoreResource, project: ProjectConfigResource
+) -> dg.MaterializeResult:
     """Precision of the serving model on this batch's deals, scored before retraining."""
     batch_id, s, cfg = context.partition_key, store.open(), project.get()
     champion = ModelRegistry(s).champion()
@@ -55,6 +59,7 @@ def live_precision(context: dg.AssetExecutionContext, store: StoreResource, proj
         )  # fmt: skip
         metadata["live_precision_over_time"] = dg.MetadataValue.md(png_markdown(plot))
     return dg.MaterializeResult(metadata=metadata)
+
 
 @dg.asset(partitions_def=batches, group_name="serving", kinds={"python"}, deps=[tuned_model, live_precision])
 def deployed_model(

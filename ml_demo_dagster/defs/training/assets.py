@@ -25,12 +25,16 @@ MODEL_CHECKS = [
                       description="Test precision at target recall is at least the test split's base rate."),
 ]  # fmt: skip
 
+
 def window_for(available: list[str], batch_id: str, size: int) -> list[str]:
     """The newest `size` batches up to and including `batch_id`, oldest first."""
     return [b for b in available if int(b) <= int(batch_id)][-size:]
 
+
 @dg.asset(partitions_def=batches, group_name="training", kinds={"parquet", "csv"}, deps=[batch_features])
-def training_dataset(context: dg.AssetExecutionContext, store: StoreResource, project: ProjectConfigResource) -> dg.MaterializeResult:
+def training_dataset(
+    context: dg.AssetExecutionContext, store: StoreResource, project: ProjectConfigResource
+) -> dg.MaterializeResult:
     """Train/validation/test channels over the newest batches, split in time order with a purge gap."""
     batch_id, s, cfg = context.partition_key, store.open(), project.get()
     window = window_for(batches_with_features(s), batch_id, cfg.training.window_batches)
@@ -49,6 +53,7 @@ def training_dataset(context: dg.AssetExecutionContext, store: StoreResource, pr
             "channels": dg.MetadataValue.json(keys),
         }
     )
+
 
 @dg.asset(partitions_def=batches, group_name="training", kinds={"python"}, deps=[training_dataset],
           check_specs=MODEL_CHECKS)  # fmt: skip
