@@ -1,0 +1,108 @@
+"""Small PNG plots where a person looks: the tuning objective, a PR curve, a series over time.
+
+Dagster shows markdown metadata, so each plot is PNG bytes and `png_markdown` wraps them
+in a base64 data URI. Figures are built with matplotlib's object API on the Agg canvas
+(no pyplot state, no display, safe from any thread). No Dagster or AWS imports.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+_SIZE = (6.0, 3.6)
+_DPI = 100
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    sink = io.BytesIO()
+    fig.savefig(sink, format="png", dpi=_DPI)
+    return sink.getvalue()
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def objective_png(objectives: Sequence[float | None], title: str = "Tuning: validation precision at target recall",
+                  ylabel: str = "objective") -> bytes:
+    """Objective per trial (failed trials as None, marked), with the best-so-far line."""
+    fig = Figure(figsize=_SIZE)
+    ax = fig.add_subplot()
+    trials = list(range(len(objectives)))
+    ok = [(i, v) for i, v in zip(trials, objectives) if _finite(v)]
+    failed = [i for i, v in zip(trials, objectives) if not _finite(v)]
+    if ok:
+        ax.scatter([i for i, _ in ok], [v for _, v in ok], label="trial", zorder=3)
+        best, xs, ys = -math.inf, [], []
+        for i, v in zip(trials, objectives):
+            if _finite(v):
+                best = max(best, v)
+            if best > -math.inf:
+                xs.append(i)
+                ys.append(best)
+        ax.step(xs, ys, where="post", label="best so far", color="tab:orange")
+    if failed:
+        low = min((v for _, v in ok), default=0.0)
+        ax.scatter(failed, [low] * len(failed), marker="x", color="tab:red", label="failed", zorder=3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if ok or failed:
+        ax.legend(loc="lower right")
+    return _png(fig)
+
+
+def pr_curve_png(precision: Sequence[float], recall: Sequence[float], target_recall: float | None = None,
+                 base_rate: float | None = None, title: str = "Precision-recall (test)") -> bytes:
+    """A precision-recall curve with the target-recall line (and the base rate, when given)."""
+    fig = Figure(figsize=_SIZE)
+    ax = fig.add_subplot()
+    ax.plot(list(recall), list(precision), drawstyle="steps-post", label="model")
+    if target_recall is not None:
+        ax.axvline(target_recall, linestyle="--", color="tab:orange", label=f"target recall {target_recall:g}")
+    if base_rate is not None:
+        ax.axhline(base_rate, linestyle=":", color="tab:gray", label=f"base rate {base_rate:.3f}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    return _png(fig)
+
+
+def series_png(labels: Sequence[str], values: Sequence[float | None], title: str = "Live precision per batch",
+               ylabel: str = "precision", reference: Sequence[float | None] | None = None,
+               reference_label: str = "base rate") -> bytes:
+    """A series over time (e.g. live precision per batch), optionally with a reference series."""
+    fig = Figure(figsize=_SIZE)
+    ax = fig.add_subplot()
+    x = list(range(len(labels)))
+    ax.plot(x, [v if _finite(v) else math.nan for v in values], marker="o", label=ylabel)
+    if reference is not None:
+        ax.plot(x, [v if _finite(v) else math.nan for v in reference], linestyle=":", color="tab:gray",
+                label=reference_label)
+        ax.legend(loc="lower right")
+    step = max(1, len(labels) // 8)
+    ax.set_xticks(x[::step], [str(s) for s in labels][::step], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def png_markdown(png: bytes, alt: str = "plot") -> str:
+    """Markdown that shows PNG bytes inline (a base64 data URI), for Dagster metadata."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
