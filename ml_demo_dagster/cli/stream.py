@@ -1,0 +1,161 @@
+"""`ml-demo stream`: run the streamer (DESIGN §4.5), a thin shell around streamer.run_stream.
+
+It reads the config, builds the source, and streams into the store until `--max-batches`
+complete batches are written, the source ends (replay), or SIGINT/SIGTERM arrives; a
+signal only sets the stop event, so the run ends after the current tick and never leaves
+half a batch. Progress goes to stderr every few seconds. Imports neither Dagster nor
+Spark, so it starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+
+from ml_demo_dagster.cli.common import UserError, add_store_argument, open_store_from_args
+from ml_demo_dagster.config import load_config
+
+PROGRESS_EVERY_S = 5.0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63-1 (got {value})")
+    return value
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0 (got {text})")
+    return value
+
+
+def register(subparsers) -> None:
+    """Add the `stream` subcommand."""
+    parser = subparsers.add_parser(
+        "stream",
+        help="run the streamer: market ticks -> dealer -> batches in staging/",
+        description=(
+            "Follow a market (simulated, replayed from price files, or IG live), open one buy "
+            "order per tick, and write each batch of resolved deals with its prices to "
+            "staging/ in the store. Stops after --max-batches, at the end of a replay, or on "
+            "Ctrl-C/SIGTERM (after the current tick; never half a batch)."
+        ),
+    )
+    parser.add_argument("--source", choices=("sim", "replay", "ig"), default="sim", help="market source (default: sim)")
+    add_store_argument(parser)
+    parser.add_argument("--max-batches", type=_positive_int, metavar="N", help="exit after N complete batches")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, metavar="N", help="resolved deals per batch (default: export.batch_size)"
+    )
+    parser.add_argument("--seed", type=_seed, metavar="S", help="sim: random seed (default: a fresh one, printed)")
+    parser.add_argument(
+        "--replay-file",
+        action="append",
+        metavar="F",
+        help="replay: a staging price CSV; repeat for several (merged in time order)",
+    )
+    parser.add_argument(
+        "--speed",
+        type=_speed,
+        metavar="X",
+        help="pace ticks at X market seconds per wall second (default: as fast as possible)",
+    )
+    parser.set_defaults(handler=run)
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event):
+    """SIGINT and SIGTERM set `stop` (the loop ends after the current tick) while inside."""
+    def handler(signum, frame):
+        stop.set()
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}es" if word.endswith("ch") else f"{n:,} {word}s"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of `ml-demo stream`."""
+    from streamer.runner import run_stream
+    from streamer.sources import SourceError, make_source
+
+    config = load_config()
+    if args.batch_size is not None:
+        config = config.model_copy(update={"export": config.export.model_copy(update={"batch_size": args.batch_size})})
+    if args.source != "replay" and args.replay_file:
+        raise UserError("--replay-file is only for --source replay")
+    if args.source == "replay" and args.seed is not None:
+        raise UserError("--seed is only for --source sim")
+    stop = threading.Event()
+    with _stop_on_signals(stop):
+        try:
+            options = {"speed": args.speed, "stop": stop}
+            if args.source == "sim":
+                options["seed"] = args.seed
+            elif args.source == "replay":
+                options["files"] = args.replay_file
+            source = make_source(args.source, config, **options)  # reads and checks replay files
+        except SourceError as e:
+            raise UserError(str(e)) from None
+        store = open_store_from_args(args, config)
+        where = f"{store.url.rstrip('/')}/staging/"
+        limit = f", stopping after {_plural(args.max_batches, 'batch')}" if args.max_batches else ""
+        print(
+            f"ml-demo stream: {source.describe()} -> {where} "
+            f"(batch size {config.export.batch_size:,}{limit}; Ctrl-C stops cleanly)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+        def report(stats) -> None:
+            print(
+                f"ml-demo stream: {_plural(stats.ticks, 'tick')} ({stats.ticks_per_second:,.0f}/s), "
+                f"{stats.open_orders:,} open orders, {stats.resolved:,} resolved, "
+                f"{_plural(stats.batches_written, 'batch')} written -> {where}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        stats = run_stream(
+            config, source, store, max_batches=args.max_batches, stop=stop,
+            progress=report, progress_every_s=PROGRESS_EVERY_S,
+        )  # fmt: skip
+    why = "stopped" if stats.stopped else "done"
+    print(
+        f"ml-demo stream: {why}: {_plural(stats.ticks, 'tick')}, {stats.resolved:,} resolved, "
+        f"{_plural(stats.batches_written, 'batch')} written to {where}"
+        + (f" (last: {stats.batch_ids[-1]})" if stats.batch_ids else ""),
+        flush=True,
+    )
+    return 0

@@ -1,0 +1,43 @@
+"""Market sources behind one interface, chosen by name: `make_source("sim" | "replay" | "ig", ...)`.
+
+`sim` and `replay` live here. The live IG source (REST login + Lightstreamer subscription,
+DESIGN §2) arrives in a later issue as `streamer/sources/ig.py`; it registers under the
+name "ig" below, and until then asking for it is a clear error rather than a fake.
+"""
+
+from __future__ import annotations
+
+from ml_demo_dagster.config import ProjectConfig
+from streamer.sources.base import MarketSource, SourceError, Tick, paced
+
+SOURCE_NAMES = ("sim", "replay", "ig")
+
+
+def make_source(name: str, config: ProjectConfig, **options) -> MarketSource:
+    """Build the named source. sim: seed, start_ms; replay: files; all: speed, stop."""
+    if name == "sim":
+        from streamer.sources.sim import SimSource
+
+        _only(name, options, {"seed", "start_ms", "speed", "stop"})
+        return SimSource(config, **options)
+    if name == "replay":
+        from streamer.sources.replay import ReplaySource
+
+        _only(name, options, {"files", "speed", "stop"})
+        return ReplaySource(options.pop("files", None) or [], **options)
+    if name == "ig":
+        raise SourceError(
+            "source 'ig' (live IG market data) is not available in this build; use --source sim or --source replay"
+        )
+    raise SourceError(f"unknown source {name!r}; choose one of: {', '.join(SOURCE_NAMES)}")
+
+
+def _only(name: str, options: dict, allowed: set[str]) -> None:
+    unknown = sorted(k for k, v in options.items() if k not in allowed and v is not None)
+    if unknown:
+        raise SourceError(f"source {name!r} does not take {', '.join(unknown)}")
+    for key in [k for k, v in options.items() if v is None]:
+        del options[key]
+
+
+__all__ = ["MarketSource", "SourceError", "Tick", "paced", "make_source", "SOURCE_NAMES"]
