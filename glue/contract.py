@@ -41,8 +41,8 @@ class FeatureReport:
 
     batches: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
-    @property
-    def total(self) -> dict[str, int]:
+    def totals(self) -> dict[str, int]:
+        """The counts summed over all batches."""
         total = empty_counts()
         for counts in self.batches.values():
             for key in COUNT_KEYS:
@@ -51,4 +51,4 @@ class FeatureReport:
 
     def to_dict(self) -> dict:
         """Plain JSON-ready form: {"batches": {id: counts}, "total": counts}."""
-        return {"batches": {b: dict(c) for b, c in self.batches.items()}, "total": self.total}
+        return {"batches": {b: dict(c) for b, c in self.batches.items()}, "total": self.totals()}

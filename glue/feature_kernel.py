@@ -42,6 +42,7 @@ class KernelResult:
     duration_ms: np.ndarray  # int64
     duration_known: np.ndarray  # bool
     features: np.ndarray  # float32 [rows, 5 + H]
+    deal_index: np.ndarray  # int64, each row's position in the deals given
     counts: dict[str, int]
 
 
@@ -189,6 +190,7 @@ def compute_features(
         duration_ms=(end_ts - opened).astype(np.int64),
         duration_known=known,
         features=features,
+        deal_index=keep.astype(np.int64),
         counts=counts,
     )
 

@@ -90,6 +90,7 @@ def build_features_local(batches: Sequence[BatchInput], out_path: str | os.PathL
                 use_dictionary=False,
                 compression="snappy",
             )
+        (staging / "_SUCCESS").touch()  # the marker Spark writes: consumers wait for it
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)

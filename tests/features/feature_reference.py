@@ -12,8 +12,11 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from ml_demo_dagster.core.staging import DEAL_COLUMNS, PRICE_COLUMNS, format_rows
 
 TICK = ("BID", "OFFER", "MID_OPEN", "HIGH", "LOW")
 
@@ -139,3 +142,11 @@ def kernel_inputs(batch: Batch) -> dict:
         "stop_price": col(d, "stop_price"), "limit_price": col(d, "limit_price"),
         "outcome": np.array([r["loss_or_profit"] for r in d]),
     }  # fmt: skip
+
+
+def write_batch(folder: Path, name: str, batch: Batch) -> tuple[Path, Path]:
+    """The batch as seed-format staging files `deals-<name>.csv` and `price-<name>.csv`."""
+    deals, price = folder / f"deals-{name}.csv", folder / f"price-{name}.csv"
+    deals.write_bytes(format_rows([[r[c] for c in DEAL_COLUMNS] for r in batch.deals]))
+    price.write_bytes(format_rows([[r[c] for c in PRICE_COLUMNS] for r in batch.prices]))
+    return deals, price
