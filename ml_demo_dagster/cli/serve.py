@@ -26,8 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_store_argument(parser)
     parser.add_argument("--port", type=int, metavar="N", help="port (default: serving.port in the config; 0: any free)")
     parser.add_argument("--host", metavar="H", help="address to bind (default: serving.host, 127.0.0.1)")
-    parser.add_argument("--refresh-seconds", type=float, default=1.0, metavar="S",
-                        help="how often at most to re-check the champion pointer (default: 1)")
+    parser.add_argument(
+        "--refresh-seconds",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="how often at most to re-check the champion pointer (default: 1)",
+    )
     parser.set_defaults(handler=run)
 
 

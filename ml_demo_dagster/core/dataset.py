@@ -140,7 +140,9 @@ def _split_sizes(n: int, split: Sequence[float]) -> tuple[int, int]:
     return n_train, n_val
 
 
-def assemble_dataset(tables: Sequence[pa.Table] | pa.Table, split: Sequence[float] = (0.6, 0.2, 0.2)) -> TrainingDataset:
+def assemble_dataset(
+    tables: Sequence[pa.Table] | pa.Table, split: Sequence[float] = (0.6, 0.2, 0.2)
+) -> TrainingDataset:
     """Concatenate the window, sort by time, split by row fractions with a purge gap between splits."""
     if isinstance(tables, pa.Table):
         tables = [tables]
@@ -212,9 +214,11 @@ def assemble_dataset(tables: Sequence[pa.Table] | pa.Table, split: Sequence[floa
 
 
 def _empty_message(name: str, n: int, gap: int, split: Sequence[float], purged: dict[str, int]) -> str:
-    return (f"the {name} split is empty: {n} row(s) in the window, split {tuple(split)}, purge gap {gap} ms "
-            f"(the longest deal), purged so far {purged}; the window needs more deals, or deals spanning "
-            "more time than the longest deal")
+    return (
+        f"the {name} split is empty: {n} row(s) in the window, split {tuple(split)}, purge gap {gap} ms "
+        f"(the longest deal), purged so far {purged}; the window needs more deals, or deals spanning "
+        "more time than the longest deal"
+    )
 
 
 def _csv_rows(y: np.ndarray, X: np.ndarray) -> bytes:
@@ -231,12 +235,15 @@ def _csv_channels(ds: TrainingDataset) -> dict[str, bytes]:
     Formatting floats is the slow part and pyarrow releases the GIL while doing it, so row
     chunks are encoded on all cores and joined (headerless CSV concatenates).
     """
-    jobs = [(name, s.y[i:i + _CSV_CHUNK_ROWS], s.X[i:i + _CSV_CHUNK_ROWS])
-            for name, s in ds.splits().items() for i in range(0, max(len(s), 1), _CSV_CHUNK_ROWS)]
+    jobs = [
+        (name, s.y[i : i + _CSV_CHUNK_ROWS], s.X[i : i + _CSV_CHUNK_ROWS])
+        for name, s in ds.splits().items()
+        for i in range(0, max(len(s), 1), _CSV_CHUNK_ROWS)
+    ]
     with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
         encoded = list(pool.map(lambda job: _csv_rows(job[1], job[2]), jobs))
     out: dict[str, list[bytes]] = {name: [] for name in SPLITS}
-    for (name, _, _), data in zip(jobs, encoded):
+    for (name, _, _), data in zip(jobs, encoded, strict=False):
         out[name].append(data)
     return {name: b"".join(parts) for name, parts in out.items()}
 
@@ -256,13 +263,17 @@ def to_table(ds: TrainingDataset) -> pa.Table:
     for name, s in ds.splits().items():
         flat = pa.array(s.X.reshape(-1).astype(np.float32, copy=False), type=pa.float32())
         features = pa.FixedSizeListArray.from_arrays(flat, d) if d else pa.array([[]] * len(s), pa.list_(pa.float32()))
-        parts.append(pa.table({
-            "split": pa.array([name] * len(s), type=pa.string()),
-            "batch": pa.array(s.batch.tolist(), type=pa.string()),
-            "timestamp": pa.array(s.timestamp, type=pa.int64()),
-            "label": pa.array(s.y, type=pa.int8()),
-            "features": features.cast(pa.list_(pa.float32())),
-        }))
+        parts.append(
+            pa.table(
+                {
+                    "split": pa.array([name] * len(s), type=pa.string()),
+                    "batch": pa.array(s.batch.tolist(), type=pa.string()),
+                    "timestamp": pa.array(s.timestamp, type=pa.int64()),
+                    "label": pa.array(s.y, type=pa.int8()),
+                    "features": features.cast(pa.list_(pa.float32())),
+                }
+            )
+        )
     table = pa.concat_tables(parts)
     meta = {
         "version": DATASET_FORMAT_VERSION,

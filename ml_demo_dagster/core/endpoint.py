@@ -78,8 +78,12 @@ class ChampionWatcher:
                 self._problem = None
                 return
             model = self.registry.load(pointer["version"])
-            self._champion = Champion(version=pointer["version"], model=model, record=pointer.get("record") or {},
-                                      promoted_at=float(pointer.get("promoted_at") or 0.0))
+            self._champion = Champion(
+                version=pointer["version"],
+                model=model,
+                record=pointer.get("record") or {},
+                promoted_at=float(pointer.get("promoted_at") or 0.0),
+            )
             self._problem = None
             log.info("serving model version %s", pointer["version"])
         except (RegistryError, StoreError) as e:
@@ -155,7 +159,7 @@ def parse_json(body: bytes, feature_dim: int) -> np.ndarray:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "EndpointServer"
+    server: EndpointServer
     protocol_version = "HTTP/1.1"
     server_version = "ml-demo-endpoint/1"
 
@@ -206,8 +210,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}")
             return None
         if n > MAX_BODY_BYTES:
-            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                        f"body of {n} bytes exceeds the limit of {MAX_BODY_BYTES}; send fewer rows per request")
+            self._error(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"body of {n} bytes exceeds the limit of {MAX_BODY_BYTES}; send fewer rows per request",
+            )
             return None
         return self.rfile.read(n)
 
@@ -221,9 +227,10 @@ class _Handler(BaseHTTPRequestHandler):
         media = _media_type(self.headers.get("Content-Type"))
         if media not in CSV_TYPES + JSON_TYPES:
             shown = self.headers.get("Content-Type") or "none"
-            self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                        f"unsupported content type {shown!r}: send text/csv (one row of numbers per line) "
-                        "or application/json")
+            self._error(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                f"unsupported content type {shown!r}: send text/csv (one row of numbers per line) or application/json",
+            )
             return
         champion, problem = self.server.watcher.current()
         if champion is None:
@@ -237,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.BAD_REQUEST, str(e))
             return
         scores, labels = model.predict(X)
-        predictions = [{"score": float(s), "predicted_label": int(p)} for s, p in zip(scores, labels)]
+        predictions = [{"score": float(s), "predicted_label": int(p)} for s, p in zip(scores, labels, strict=False)]
         self._send(HTTPStatus.OK, {"predictions": predictions}, champion.version)
 
 
@@ -257,7 +264,7 @@ class EndpointServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "EndpointServer":
+    def start(self) -> EndpointServer:
         """Serve on a background thread (for tests and in-process use)."""
         self._thread = threading.Thread(target=self.serve_forever, name="ml-demo-endpoint", daemon=True)
         self._thread.start()
@@ -272,7 +279,8 @@ class EndpointServer(ThreadingHTTPServer):
         self.server_close()
 
 
-def make_server(store: ObjectStore, host: str = "127.0.0.1", port: int = 8080, *,
-                refresh_seconds: float = 1.0) -> EndpointServer:
+def make_server(
+    store: ObjectStore, host: str = "127.0.0.1", port: int = 8080, *, refresh_seconds: float = 1.0
+) -> EndpointServer:
     """An endpoint bound to host:port (port 0: any free port) that serves the store's champion."""
     return EndpointServer((host, port), ChampionWatcher(ModelRegistry(store), refresh_seconds))

@@ -12,8 +12,9 @@ Reproduced
 - `mini_batch_size`, `epochs`, a fresh seeded shuffle every epoch;
 - `wd`: L2 weight decay added to the gradient (MXNet's coupled form), on the bias only
   times `bias_wd_mult` (`auto` = 0, no decay on the bias); `bias_lr_mult`;
-- `l1`: a proximal soft-threshold step after each update (|w| shrinks by lr * l1, weights
-  that cross zero become exactly zero), never on the bias;
+- `l1`: a proximal soft-threshold step after each update, in the optimiser's own
+  per-coordinate step size (|w| shrinks by l1 * lr_t / (sqrt(v) + eps) with adam, l1 * lr
+  with sgd); weights that would cross zero become exactly zero; never on the bias;
 - `normalize_data`: features shifted and scaled by the mean and standard deviation of (a
   seeded sample of `num_point_for_scaler` rows of) the training channel; a column with
   zero variance is shifted only. Labels are never normalised (linear-learner leaves
@@ -78,8 +79,16 @@ def _parse_bool(name: str, value: Any) -> bool:
     raise ValueError(f"hyperparameter {name}: expected true or false, got {value!r}")
 
 
-def _number(kind: type, low: float | None = None, high: float | None = None, *, low_open: bool = False,
-            high_open: bool = False, auto: Any = None, extra: tuple[str, ...] = ()):
+def _number(
+    kind: type,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    auto: Any = None,
+    extra: tuple[str, ...] = (),
+):
     """A parser for one numeric hyperparameter: range-checked, `auto` mapped to a default."""
 
     def parse(name: str, value: Any) -> Any:
@@ -99,8 +108,9 @@ def _number(kind: type, low: float | None = None, high: float | None = None, *, 
                     raise ValueError
                 number = int(number)
         except (TypeError, ValueError):
-            raise ValueError(f"hyperparameter {name}: expected {'an integer' if kind is int else 'a number'}, "
-                             f"got {value!r}") from None
+            raise ValueError(
+                f"hyperparameter {name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}"
+            ) from None
         if not math.isfinite(number):
             raise ValueError(f"hyperparameter {name}: expected a finite number, got {value!r}")
         if low is not None and (number < low or (low_open and number == low)):
@@ -308,7 +318,7 @@ class LinearLearnerModel:
         return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "LinearLearnerModel":
+    def from_bytes(cls, data: bytes) -> LinearLearnerModel:
         """Inverse of to_bytes; ValueError for anything that is not a model of a known version."""
         try:
             doc = json.loads(data)
@@ -317,21 +327,32 @@ class LinearLearnerModel:
         if not isinstance(doc, dict) or doc.get("format") != MODEL_FORMAT:
             raise ValueError(f"not a linear-learner model (format is not {MODEL_FORMAT!r})")
         if doc.get("version") != MODEL_FORMAT_VERSION:
-            raise ValueError(f"model format version {doc.get('version')!r} is not supported "
-                             f"(this build reads version {MODEL_FORMAT_VERSION})")
+            raise ValueError(
+                f"model format version {doc.get('version')!r} is not supported "
+                f"(this build reads version {MODEL_FORMAT_VERSION})"
+            )
         try:
             weights = np.asarray(doc["weights"], dtype=np.float64)
             d = int(doc["feature_dim"])
             mean = None if doc["mean"] is None else np.asarray(doc["mean"], dtype=np.float64)
             scale = None if doc["scale"] is None else np.asarray(doc["scale"], dtype=np.float64)
-            model = cls(weights=weights, bias=float(doc["bias"]), mean=mean, scale=scale,
-                        threshold=float(doc["threshold"]), hyperparameters=dict(doc["hyperparameters"]),
-                        info=dict(doc.get("info") or {}))
+            model = cls(
+                weights=weights,
+                bias=float(doc["bias"]),
+                mean=mean,
+                scale=scale,
+                threshold=float(doc["threshold"]),
+                hyperparameters=dict(doc["hyperparameters"]),
+                info=dict(doc.get("info") or {}),
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"linear-learner model is incomplete or malformed: {e!r}") from None
-        if weights.shape != (d,) or (mean is not None and mean.shape != (d,)) or (
-            scale is not None and scale.shape != (d,)
-        ) or ((mean is None) != (scale is None)):
+        if (
+            weights.shape != (d,)
+            or (mean is not None and mean.shape != (d,))
+            or (scale is not None and scale.shape != (d,))
+            or ((mean is None) != (scale is None))
+        ):
             raise ValueError(f"linear-learner model arrays do not match feature_dim {d}")
         return model
 
@@ -364,8 +385,9 @@ def _as_xy(X: Any, y: Any, what: str, d: int | None = None) -> tuple[np.ndarray,
 _controller: ThreadpoolController | None = None
 
 
-def train(train_X: Any, train_y: Any, val_X: Any, val_y: Any, hyperparameters: dict[str, Any],
-          seed: int = 0) -> LinearLearnerModel:
+def train(
+    train_X: Any, train_y: Any, val_X: Any, val_y: Any, hyperparameters: dict[str, Any], seed: int = 0
+) -> LinearLearnerModel:
     """Train a binary linear-learner on the train channel; pick epoch and threshold on validation."""
     global _controller
     _controller = _controller or ThreadpoolController()
@@ -375,8 +397,9 @@ def train(train_X: Any, train_y: Any, val_X: Any, val_y: Any, hyperparameters: d
         return _train(train_X, train_y, val_X, val_y, hyperparameters, seed)
 
 
-def _train(train_X: Any, train_y: Any, val_X: Any, val_y: Any, hyperparameters: dict[str, Any],
-           seed: int) -> LinearLearnerModel:
+def _train(
+    train_X: Any, train_y: Any, val_X: Any, val_y: Any, hyperparameters: dict[str, Any], seed: int
+) -> LinearLearnerModel:
     hp = resolve_hyperparameters(hyperparameters)
     X, y = _as_xy(train_X, train_y, "train")
     n, d = X.shape
@@ -428,7 +451,7 @@ def _train(train_X: Any, train_y: Any, val_X: Any, val_y: Any, hyperparameters: 
         order = rng.permutation(n)
         epoch_loss = 0.0
         for start in range(0, n, batch):
-            idx = order[start:start + batch]
+            idx = order[start : start + batch]
             xb, yb, sw = Xn[idx], y[idx], sample_weight[idx]
             z = xb @ w.astype(np.float32) + np.float32(b)
             p = _sigmoid(z.astype(np.float64))
@@ -439,34 +462,41 @@ def _train(train_X: Any, train_y: Any, val_X: Any, val_y: Any, hyperparameters: 
             step += 1
             lr = lr0
             if schedule:
-                lr = max(lr0 * hp["lr_scheduler_factor"] ** (step // hp["lr_scheduler_step"]),
-                         hp["lr_scheduler_minimum_lr"])
+                lr = max(
+                    lr0 * hp["lr_scheduler_factor"] ** (step // hp["lr_scheduler_step"]), hp["lr_scheduler_minimum_lr"]
+                )
             lr_b = lr * bias_lr_mult
+            # `step_w` is the optimiser's per-coordinate step size; the l1 proximal step
+            # shrinks by l1 times that same step (preconditioned proximal gradient).
             if optimizer == "adam":
                 m_w = beta1 * m_w + (1 - beta1) * g_w
                 v_w = beta2 * v_w + (1 - beta2) * g_w * g_w
                 m_b = beta1 * m_b + (1 - beta1) * g_b
                 v_b = beta2 * v_b + (1 - beta2) * g_b * g_b
                 correction = math.sqrt(1 - beta2**step) / (1 - beta1**step)
-                w = w - lr * correction * m_w / (np.sqrt(v_w) + ADAM_EPS)
+                step_w = lr * correction / (np.sqrt(v_w) + ADAM_EPS)
+                w = w - step_w * m_w
                 b = b - lr_b * correction * m_b / (math.sqrt(v_b) + ADAM_EPS)
             elif optimizer == "rmsprop":
                 v_w = RMSPROP_DECAY * v_w + (1 - RMSPROP_DECAY) * g_w * g_w
                 v_b = RMSPROP_DECAY * v_b + (1 - RMSPROP_DECAY) * g_b * g_b
-                w = w - lr * g_w / (np.sqrt(v_w) + RMSPROP_EPS)
+                step_w = lr / (np.sqrt(v_w) + RMSPROP_EPS)
+                w = w - step_w * g_w
                 b = b - lr_b * g_b / (math.sqrt(v_b) + RMSPROP_EPS)
             else:  # sgd with momentum
                 m_w = momentum * m_w - lr * g_w
                 m_b = momentum * m_b - lr_b * g_b
+                step_w = lr
                 w = w + m_w
                 b = b + m_b
             if not hp["use_bias"]:
                 b = 0.0
             if l1 > 0:
-                w = np.sign(w) * np.maximum(np.abs(w) - lr * l1, 0.0)
+                w = np.sign(w) * np.maximum(np.abs(w) - step_w * l1, 0.0)
         if not (np.isfinite(w).all() and math.isfinite(b)):
-            raise FloatingPointError(f"training diverged in epoch {epoch} (learning_rate {lr0}); "
-                                     "try a smaller learning_rate")
+            raise FloatingPointError(
+                f"training diverged in epoch {epoch} (learning_rate {lr0}); try a smaller learning_rate"
+            )
         if use_val:
             value, _ = threshold_for(criterion, yv, _sigmoid(Xvn @ w + b), hp)
         else:  # no validation channel: linear-learner watches the training loss
@@ -481,8 +511,14 @@ def _train(train_X: Any, train_y: Any, val_X: Any, val_y: Any, hyperparameters: 
                 break
 
     _, best_epoch, w, b = best
-    model = LinearLearnerModel(weights=np.asarray(w, dtype=np.float64), bias=float(b), mean=mean, scale=scale,
-                               threshold=0.5, hyperparameters=_typed(hyperparameters))
+    model = LinearLearnerModel(
+        weights=np.asarray(w, dtype=np.float64),
+        bias=float(b),
+        mean=mean,
+        scale=scale,
+        threshold=0.5,
+        hyperparameters=_typed(hyperparameters),
+    )
     # The threshold is chosen on the scores the finished model gives, so that evaluating it
     # later on the same rows reproduces the criterion value exactly.
     if use_val:

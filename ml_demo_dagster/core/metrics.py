@@ -100,7 +100,7 @@ def precision_recall_at(y: Any, scores: Any, threshold: float) -> tuple[float, f
 
 
 def evaluate(model: ScoringModel, X: np.ndarray, y: Any, target_recall: float) -> dict[str, Any]:
-    """Rows, base rate, precision at target recall, ROC AUC, and precision/recall at the model's threshold."""
+    """Rows, base rate, precision at target recall, ROC AUC, and precision/recall at the model's own threshold."""
     y = np.asarray(y).astype(np.int8, copy=False).ravel()
     scores = model.scores(X) if len(y) else np.zeros(0)
     return evaluate_scores(y, scores, model.threshold, target_recall)
@@ -121,7 +121,7 @@ def evaluate_scores(y: Any, scores: Any, threshold: float, target_recall: float)
         "threshold_at_target_recall": threshold_t,
         "roc_auc": roc_auc(y, scores),
         "threshold": float(threshold),
-        "precision": precision_m,
-        "recall": recall_m,
+        "precision_at_threshold": precision_m,
+        "recall_at_threshold": recall_m,
         "predicted_positive_rate": float((scores >= threshold).mean()) if y.size else 0.0,
     }

@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -32,18 +33,20 @@ def _finite(v: float | None) -> bool:
     return v is not None and math.isfinite(v)
 
 
-def objective_png(objectives: Sequence[float | None], title: str = "Tuning: validation precision at target recall",
-                  ylabel: str = "objective") -> bytes:
-    """Objective per trial (failed trials as None, marked), with the best-so-far line."""
+def objective_plot(
+    trials: Sequence[Any], title: str = "Tuning: validation precision at target recall", ylabel: str = "objective"
+) -> bytes:
+    """Objective per trial (tuner TrialResults, or numbers with None for a failed trial), with the best so far."""
+    objectives = [getattr(t, "objective", t) for t in trials]
     fig = Figure(figsize=_SIZE)
     ax = fig.add_subplot()
     trials = list(range(len(objectives)))
-    ok = [(i, v) for i, v in zip(trials, objectives) if _finite(v)]
-    failed = [i for i, v in zip(trials, objectives) if not _finite(v)]
+    ok = [(i, v) for i, v in zip(trials, objectives, strict=False) if _finite(v)]
+    failed = [i for i, v in zip(trials, objectives, strict=False) if not _finite(v)]
     if ok:
         ax.scatter([i for i, _ in ok], [v for _, v in ok], label="trial", zorder=3)
         best, xs, ys = -math.inf, [], []
-        for i, v in zip(trials, objectives):
+        for i, v in zip(trials, objectives, strict=False):
             if _finite(v):
                 best = max(best, v)
             if best > -math.inf:
@@ -63,12 +66,16 @@ def objective_png(objectives: Sequence[float | None], title: str = "Tuning: vali
     return _png(fig)
 
 
-def pr_curve_png(precision: Sequence[float], recall: Sequence[float], target_recall: float | None = None,
-                 base_rate: float | None = None, title: str = "Precision-recall (test)") -> bytes:
-    """A precision-recall curve with the target-recall line (and the base rate, when given)."""
+def pr_curve_plot(
+    curve: Mapping[str, Sequence[float]],
+    target_recall: float | None = None,
+    base_rate: float | None = None,
+    title: str = "Precision-recall (test)",
+) -> bytes:
+    """A precision-recall curve ({"precision", "recall"} as metrics.pr_curve gives) with the target-recall line."""
     fig = Figure(figsize=_SIZE)
     ax = fig.add_subplot()
-    ax.plot(list(recall), list(precision), drawstyle="steps-post", label="model")
+    ax.plot(list(curve["recall"]), list(curve["precision"]), drawstyle="steps-post", label="model")
     if target_recall is not None:
         ax.axvline(target_recall, linestyle="--", color="tab:orange", label=f"target recall {target_recall:g}")
     if base_rate is not None:
@@ -83,17 +90,27 @@ def pr_curve_png(precision: Sequence[float], recall: Sequence[float], target_rec
     return _png(fig)
 
 
-def series_png(labels: Sequence[str], values: Sequence[float | None], title: str = "Live precision per batch",
-               ylabel: str = "precision", reference: Sequence[float | None] | None = None,
-               reference_label: str = "base rate") -> bytes:
+def series_plot(
+    labels: Sequence[str],
+    values: Sequence[float | None],
+    title: str = "Live precision per batch",
+    ylabel: str = "precision",
+    reference: Sequence[float | None] | None = None,
+    reference_label: str = "base rate",
+) -> bytes:
     """A series over time (e.g. live precision per batch), optionally with a reference series."""
     fig = Figure(figsize=_SIZE)
     ax = fig.add_subplot()
     x = list(range(len(labels)))
     ax.plot(x, [v if _finite(v) else math.nan for v in values], marker="o", label=ylabel)
     if reference is not None:
-        ax.plot(x, [v if _finite(v) else math.nan for v in reference], linestyle=":", color="tab:gray",
-                label=reference_label)
+        ax.plot(
+            x,
+            [v if _finite(v) else math.nan for v in reference],
+            linestyle=":",
+            color="tab:gray",
+            label=reference_label,
+        )
         ax.legend(loc="lower right")
     step = max(1, len(labels) // 8)
     ax.set_xticks(x[::step], [str(s) for s in labels][::step], rotation=30, ha="right", fontsize=7)

@@ -80,15 +80,24 @@ def decide(challenger_score: float, champion_score: float | None, base_rate: flo
             return Decision(False, f"base rate {base_rate!r} is not a number", **args)
         if challenger_score > base_rate:
             return Decision(True, f"first model: {challenger_score:.4f} beats the base rate {base_rate:.4f}", **args)
-        return Decision(False, f"first model: {challenger_score:.4f} does not beat the base rate {base_rate:.4f}",
-                        **args)
+        return Decision(
+            False, f"first model: {challenger_score:.4f} does not beat the base rate {base_rate:.4f}", **args
+        )
     if not _finite(champion_score):
         # A champion that cannot be scored cannot be defended; the challenger still has to beat the base rate.
         if _finite(base_rate) and challenger_score > base_rate:
-            return Decision(True, f"champion score {champion_score!r} is not a number; challenger "
-                                  f"{challenger_score:.4f} beats the base rate {base_rate:.4f}", **args)
-        return Decision(False, f"champion score {champion_score!r} is not a number and the challenger "
-                               f"{challenger_score:.4f} does not beat the base rate {base_rate!r}", **args)
+            return Decision(
+                True,
+                f"champion score {champion_score!r} is not a number; challenger "
+                f"{challenger_score:.4f} beats the base rate {base_rate:.4f}",
+                **args,
+            )
+        return Decision(
+            False,
+            f"champion score {champion_score!r} is not a number and the challenger "
+            f"{challenger_score:.4f} does not beat the base rate {base_rate!r}",
+            **args,
+        )
     if challenger_score > champion_score:
         return Decision(True, f"challenger {challenger_score:.4f} beats champion {champion_score:.4f}", **args)
     return Decision(False, f"challenger {challenger_score:.4f} does not beat champion {champion_score:.4f}", **args)
@@ -161,7 +170,7 @@ class ModelRegistry:
         """Saved versions, in key order."""
         out = []
         for key in self.store.list_keys(MODELS_PREFIX):
-            parts = key[len(MODELS_PREFIX):].split("/")
+            parts = key[len(MODELS_PREFIX) :].split("/")
             if len(parts) == 2 and parts[1] == "record.json":
                 out.append(parts[0])
         return out
@@ -185,26 +194,32 @@ class ModelRegistry:
         if pointer is None:
             return None
         version = pointer["version"]
-        return Champion(version=version, model=self.load(version), record=pointer.get("record") or {},
-                        promoted_at=float(pointer.get("promoted_at") or 0.0))
+        return Champion(
+            version=version,
+            model=self.load(version),
+            record=pointer.get("record") or {},
+            promoted_at=float(pointer.get("promoted_at") or 0.0),
+        )
 
     def promote(self, version: str, record: dict[str, Any] | None = None) -> dict[str, Any]:
         """Make a saved version the champion (one atomic write of the pointer)."""
         if not self.store.exists(self.model_key(version)):
             raise RegistryError(f"{self.store.url}: cannot promote {version!r}: no such model version")
-        pointer = {"version": version, "promoted_at": time.time(),
-                   "record": _clean(record if record is not None else self.load_record(version))}
+        pointer = {
+            "version": version,
+            "promoted_at": time.time(),
+            "record": _clean(record if record is not None else self.load_record(version)),
+        }
         self.store.put_bytes(CHAMPION_KEY, _json(pointer))
         self._append("promote", version, {"record": pointer["record"]})
         return pointer
 
-    def record_decision(self, version: str, decision: Decision, record: dict[str, Any] | None = None,
-                        *, promote: bool = True) -> dict[str, Any]:
-        """Append a gate decision to the history; with `promote`, a deploy decision also promotes."""
-        entry = self._append("decision", version, {"decision": decision.to_dict(), "record": record or {}})
-        if promote and decision.deploy:
-            self.promote(version, record)
-        return entry
+    def record_decision(self, version: str, record: dict[str, Any], decision: Decision | None = None) -> dict[str, Any]:
+        """Append a gate decision (both scores, deployed or not, why) to the history; promotes nothing."""
+        body = {"record": record}
+        if decision is not None:
+            body["decision"] = decision.to_dict()
+        return self._append("decision", version, body)
 
     def _append(self, event: str, version: str, body: dict[str, Any]) -> dict[str, Any]:
         at = time.time_ns()

@@ -214,15 +214,29 @@ def _run_trial(number: int, tuned: dict[str, Any], hyperparameters: dict[str, An
         if not math.isfinite(objective):
             raise FloatingPointError(f"objective is {objective}")
         data = model.to_bytes()
-        return TrialResult(**common, state=COMPLETED, objective=objective, validation=validation,
-                           seconds=time.perf_counter() - clock, started_at=started, finished_at=time.time(),
-                           model_bytes=data)
+        return TrialResult(
+            **common,
+            state=COMPLETED,
+            objective=objective,
+            validation=validation,
+            seconds=time.perf_counter() - clock,
+            started_at=started,
+            finished_at=time.time(),
+            model_bytes=data,
+        )
     except Exception as e:  # any failure of one trial is that trial's result
         last = traceback.extract_tb(e.__traceback__)[-1:] or [None]
         where = f" ({os.path.basename(last[0].filename)}:{last[0].lineno})" if last[0] else ""
-        return TrialResult(**common, state=FAILED, objective=None, validation=None,
-                           seconds=time.perf_counter() - clock, started_at=started, finished_at=time.time(),
-                           error=f"{type(e).__name__}: {e}{where}")
+        return TrialResult(
+            **common,
+            state=FAILED,
+            objective=None,
+            validation=None,
+            seconds=time.perf_counter() - clock,
+            started_at=started,
+            finished_at=time.time(),
+            error=f"{type(e).__name__}: {e}{where}",
+        )
 
 
 def tune(
@@ -264,8 +278,12 @@ def tune(
     pending: dict[Future, tuple[optuna.Trial, dict[str, Any], dict[str, Any], int]] = {}
 
     def new_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("fork"),
-                                   initializer=_init_worker, initargs=(state,))
+        return ProcessPoolExecutor(
+            max_workers=parallel,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_init_worker,
+            initargs=(state,),
+        )
 
     pool = new_pool()
     try:
@@ -286,10 +304,20 @@ def tune(
                 except BrokenProcessPool:
                     broken = True
                     now = time.time()
-                    result = TrialResult(number=trial.number, tuned=tuned, hyperparameters=hp, state=FAILED,
-                                         objective=None, validation=None, seconds=0.0, started_at=now,
-                                         finished_at=now, worker=0, seed=trial_seed,
-                                         error="BrokenProcessPool: the worker process died")
+                    result = TrialResult(
+                        number=trial.number,
+                        tuned=tuned,
+                        hyperparameters=hp,
+                        state=FAILED,
+                        objective=None,
+                        validation=None,
+                        seconds=0.0,
+                        started_at=now,
+                        finished_at=now,
+                        worker=0,
+                        seed=trial_seed,
+                        error="BrokenProcessPool: the worker process died",
+                    )
                 if result.state == COMPLETED:
                     study.tell(trial, result.objective)
                 else:
@@ -314,16 +342,26 @@ def tune(
     test = metrics.evaluate(model, dataset.test.X, dataset.test.y, target_recall)
     curve = metrics.pr_curve(dataset.test.y, model.scores(dataset.test.X))
     return TuningResult(
-        trials=results, best=best, model=model, validation=validation, test=test, pr_curve=curve,
-        strategy=strategy, max_jobs=max_jobs, max_parallel_jobs=parallel, objective_metric=objective_metric,
-        target_recall=target_recall, seconds=time.perf_counter() - clock,
+        trials=results,
+        best=best,
+        model=model,
+        validation=validation,
+        test=test,
+        pr_curve=curve,
+        strategy=strategy,
+        max_jobs=max_jobs,
+        max_parallel_jobs=parallel,
+        objective_metric=objective_metric,
+        target_recall=target_recall,
+        seconds=time.perf_counter() - clock,
     )
 
 
 def max_concurrency(trials: list[TrialResult]) -> int:
     """The most trials whose [started_at, finished_at] intervals overlap at one moment."""
-    events = sorted([(t.started_at, 1) for t in trials] + [(t.finished_at, -1) for t in trials],
-                    key=lambda e: (e[0], e[1]))  # an end at the same instant as a start comes first
+    events = sorted(
+        [(t.started_at, 1) for t in trials] + [(t.finished_at, -1) for t in trials], key=lambda e: (e[0], e[1])
+    )  # an end at the same instant as a start comes first
     running = peak = 0
     for _, delta in events:
         running += delta
