@@ -41,8 +41,6 @@ def _interrupt(signum, frame) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ml_demo_dagster.core.endpoint import make_server  # keeps `ml-demo --help` fast
-
     config = default_config()
     host = args.host or config.serving.host
     port = config.serving.port if args.port is None else args.port
@@ -51,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.refresh_seconds >= 0:
         raise UserError(f"--refresh-seconds must be >= 0, got {args.refresh_seconds}")
     store = open_store_from_args(args, config)
+    from ml_demo_dagster.core.endpoint import make_server  # imported late: `ml-demo --help` stays fast
+
     try:
         server = make_server(store, host, port, refresh_seconds=args.refresh_seconds)
     except OSError as e:

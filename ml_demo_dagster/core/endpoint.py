@@ -266,7 +266,9 @@ class EndpointServer(ThreadingHTTPServer):
 
     def start(self) -> EndpointServer:
         """Serve on a background thread (for tests and in-process use)."""
-        self._thread = threading.Thread(target=self.serve_forever, name="ml-demo-endpoint", daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, name="ml-demo-endpoint", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -58,8 +58,6 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController  # installed with scikit-learn
 
-from ml_demo_dagster.core import metrics
-
 MODEL_FORMAT = "ml-demo/linear-learner-model"
 MODEL_FORMAT_VERSION = 1
 ADAM_EPS = 1e-8
@@ -219,6 +217,10 @@ def _log_loss(y: np.ndarray, z: np.ndarray, weight: np.ndarray) -> float:
 
 def threshold_for(criterion: str, y: np.ndarray, scores: np.ndarray, hp: dict[str, Any]) -> tuple[float, float]:
     """(criterion value, threshold) that the selection criterion picks on these labels and scores."""
+    # Imported here: metrics pulls in scikit-learn (seconds to import), and scoring a
+    # model (the endpoint) needs none of it.
+    from ml_demo_dagster.core import metrics
+
     y = np.asarray(y).astype(np.int8, copy=False)
     scores = np.asarray(scores, dtype=np.float64)
     if criterion == "precision_at_target_recall":
