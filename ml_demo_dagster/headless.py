@@ -94,12 +94,25 @@ def summarize_result(batch_id: str, result: dg.ExecuteInProcessResult, seconds: 
     if failed_checks:
         row["failed_checks"] = failed_checks
     if not result.success:
-        failures = [e for e in result.all_events if e.is_step_failure]
-        if failures:
-            error = failures[0].step_failure_data.error
-            row["error"] = (error.message or "").strip().splitlines()[0] if error else "step failed"
+        row["error"] = first_error(result)
     row["seconds"] = round(seconds, 1)
     return row
+
+
+def first_error(result: dg.ExecuteInProcessResult) -> str:
+    """The first failed step's own message: a Failure's description, or the root exception."""
+    for event in result.all_events:
+        if not event.is_step_failure:
+            continue
+        data = event.step_failure_data
+        if data.user_failure_data and data.user_failure_data.description:
+            return f"{event.step_key}: {data.user_failure_data.description}"
+        error = data.error
+        while error is not None and error.cause is not None:
+            error = error.cause
+        message = (error.message if error else "").strip().splitlines()
+        return f"{event.step_key}: {message[0] if message else 'failed'}"
+    return "the run failed before any step ran"
 
 
 def overall(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -125,6 +138,7 @@ def run_pipeline(
     *,
     target: str | None = None,
     on_batch: Callable[[dict[str, Any]], None] | None = None,
+    log_level: str = "WARNING",
 ) -> dict[str, Any]:
     """Evaluate the sensor over staging/ now and materialize every batch it requests."""
     from ml_demo_dagster.definitions import ASSETS
@@ -135,7 +149,7 @@ def run_pipeline(
     state = PipelineState.load(store)
     found = scan(store, state.cursor)
     todo = sorted(set(state.pending) | set(found.complete), key=int)
-    state = PipelineState(found.cursor, todo)
+    state = PipelineState(found.cursor, list(todo))
     state.save(store)
     if not todo:
         return {"batches": [], "overall": overall([]), "message": f"nothing to do: {found.waiting_reason()}"}
@@ -147,6 +161,7 @@ def run_pipeline(
         result = dg.materialize(
             ASSETS, partition_key=batch_id, instance=instance, resources=resources, raise_on_error=False,
             tags={"ml-demo/batch": batch_id},
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )  # fmt: skip
         row = summarize_result(batch_id, result, time.perf_counter() - started)
         rows.append(row)

@@ -43,8 +43,13 @@ def _run(args: argparse.Namespace, config) -> int:
 
     store_url = args.store or config.store_url
     try:
-        summary = run_pipeline(config, store_url, target=args.target,
-                               on_batch=None if args.json else print_batch)  # fmt: skip
+        summary = run_pipeline(
+            config,
+            store_url,
+            target=args.target,
+            on_batch=None if args.json else print_batch,
+            log_level="DEBUG" if args.verbose else "WARNING",
+        )
     except ValueError as e:  # an unavailable target, an empty split: the user's to fix
         raise UserError(str(e)) from None
     if args.json:
@@ -84,6 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_store_argument(p)
     p.add_argument("--target", choices=["local", "aws"], help="resources to use (default: project.target)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--verbose", action="store_true", help="show Dagster's event log on stderr")
     p.set_defaults(handler=pipeline_command)
 
     d = sub.add_parser("demo", help="stream N simulated batches, then run the pipeline on them")
@@ -92,4 +98,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--seed", type=int, default=7, help="seed of the simulated market (default 7)")
     d.add_argument("--target", choices=["local", "aws"], help=argparse.SUPPRESS)
     d.add_argument("--json", action="store_true", help="print the summary as JSON")
+    d.add_argument("--verbose", action="store_true", help="show Dagster's event log on stderr")
     d.set_defaults(handler=demo_command)

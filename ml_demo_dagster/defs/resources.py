@@ -8,6 +8,8 @@ deployer. Assets call the interfaces and never ask which target they run on.
 
 from __future__ import annotations
 
+import os
+import sys
 from abc import ABC, abstractmethod
 from functools import lru_cache
 from typing import Any
@@ -60,6 +62,10 @@ class LocalSparkFeatureJob(FeatureJobResource):
     def run(self, store: ObjectStore, batch_id: str, out_prefix: str, history_seconds: int) -> dict[str, Any]:
         from glue.feature_job import BatchInput, build_features
 
+        # pyspark starts its Python workers with $PYSPARK_PYTHON (default: python3 on PATH);
+        # they need this interpreter, the one with the project's packages.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         report = build_features(
             self.spark.spark_session,
             [BatchInput(batch_id, store.uri(deals_key(batch_id)), store.uri(price_key(batch_id)))],

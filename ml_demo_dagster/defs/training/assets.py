@@ -84,7 +84,9 @@ def tuned_model(
         metadata={
             "trials": len(result.trials),
             "best_trial": result.best.number,
-            "best_hyperparameters": dg.MetadataValue.json(result.best.hyperparameters),
+            "best_hyperparameters": dg.MetadataValue.json(
+                {k: v for k, v in result.best.hyperparameters.items() if k in cfg.tuning.ranges}
+            ),
             "validation_precision": val["precision_at_target_recall"],
             "validation_roc_auc": val["roc_auc"],
             "test_precision": test["precision_at_target_recall"],
