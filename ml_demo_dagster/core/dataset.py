@@ -27,7 +27,7 @@ import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -81,7 +81,6 @@ class TrainingDataset:
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     unknown_durations: int = 0  # rows whose duration_ms is only a lower bound
     feature_dim: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "validation": self.validation, "test": self.test}

@@ -190,3 +190,10 @@ def test_other_selection_criteria_pick_their_thresholds():
         else:
             value = recall[precision >= 0.8].max()
         assert model.info["criterion_value"] == pytest.approx(value)
+
+
+def test_without_a_validation_channel_the_training_channel_decides():
+    X, y = separable(300, 4, seed=14)
+    model = ll.train(X, y, np.zeros((0, 4)), np.zeros(0), BASE, seed=0)
+    assert model.info["criterion_channel"] == "train" and model.info["validation_rows"] == 0
+    assert precision_at_recall(y, model.scores(X), 0.5)[1] == model.threshold
