@@ -10,7 +10,7 @@ An order never resolves on the tick that opened it.
 a min-heap on limit_price, each looked at only from the top. An order resolved from one
 heap stays in the other as a stale entry (lazy deletion); a heap is rebuilt from the open
 orders when its stale entries outnumber them, so memory stays proportional to the open
-orders. `NaiveDealer` scans every open order on every tick: the reference the tests and
+orders. Orders opened at the same OFFER resolve together, so they share one heap entry. `NaiveDealer` scans every open order on every tick: the reference the tests and
 the benchmark compare against. Both return, per tick, the orders it resolved in opening
 order. Pure classes: no I/O, no clock.
 """
@@ -18,7 +18,9 @@ order. Pure classes: no I/O, no clock.
 from __future__ import annotations
 
 import math
+from functools import partial
 from heapq import heapify, heappop, heappush
+from operator import itemgetter
 from typing import NamedTuple
 
 LOSS, PROFIT, BUY = "loss", "profit", "buy"
@@ -42,8 +44,9 @@ class Deal(NamedTuple):
         return self[:8]
 
 
-_make_deal = Deal._make
+_make_deal = partial(tuple.__new__, Deal)  # Deal from a tuple, without _make's Python frame
 _NOTHING: tuple = ()
+_order_id = itemgetter(0)
 
 
 class _Rule:
@@ -59,97 +62,101 @@ class _Rule:
 
 
 class Dealer(_Rule):
-    """The seed's rule with two heaps and lazy deletion: O(log n) per opened or resolved order."""
+    """The seed's rule with two heaps and lazy deletion: O(log n) per opened or resolved order.
+
+    Orders opened at the same OFFER share their stop and limit prices, so they are kept
+    together as one price level and resolve together. stop_price and limit_price both rise
+    with the opening price, so the heaps hold plain prices: a max-heap (negated) whose top
+    has the highest stop_price and a min-heap whose top has the lowest limit_price.
+    """
 
     def __init__(self, stop: float, limit: float, point_value: float = 1.0):
         super().__init__(stop, limit, point_value)
-        # order id -> (timestamp, price, stop_price, limit_price); ids increase with time
-        self._open: dict[int, tuple[int, float, float, float]] = {}
+        self._levels: dict[float, list[tuple[int, int]]] = {}  # price -> [(order id, opened at)]
+        self._by_stop: list[float] = []  # -price of each level: top = highest stop_price
+        self._by_limit: list[float] = []  # price of each level: top = lowest limit_price
         self._next_id = 0
-        self._oldest_id = 0  # no open order has a smaller id
-        self._loss_heap: list[tuple[float, int]] = []  # (-stop_price, id): max-heap on stop_price
-        self._profit_heap: list[tuple[float, int]] = []  # (limit_price, id): min-heap on limit_price
-        self._loss_stale = 0
-        self._profit_stale = 0
+        self._open_count = 0
         self.resolved_count = 0
 
     @property
     def open_orders(self) -> int:
-        return len(self._open)
+        return self._open_count
 
     @property
     def heap_sizes(self) -> tuple[int, int]:
-        """Entries (open + stale) in the loss heap and the profit heap."""
-        return len(self._loss_heap), len(self._profit_heap)
+        """Entries (live + stale) in the stop heap and the limit heap."""
+        return len(self._by_stop), len(self._by_limit)
+
+    @property
+    def open_levels(self) -> int:
+        """Distinct opening prices among the open orders."""
+        return len(self._levels)
 
     def oldest_open_timestamp(self) -> int | None:
-        """Opening time of the oldest open order, or None when none is open."""
-        open_ = self._open
-        if not open_:
-            return None
-        oid = self._oldest_id
-        while oid not in open_:
-            oid += 1
-        self._oldest_id = oid
-        return open_[oid][0]
+        """Opening time of the oldest open order, or None (O(open price levels))."""
+        return min((level[0][1] for level in self._levels.values()), default=None)
 
     def on_tick(self, timestamp: int, offer: float) -> tuple[Deal, ...] | list[Deal]:
         """Resolve open orders against `offer`, then open one; returns the resolved deals."""
         resolved = _NOTHING
-        loss_heap = self._loss_heap
-        profit_heap = self._profit_heap
-        neg_offer = -offer
-        if (loss_heap and loss_heap[0][0] <= neg_offer) or (profit_heap and profit_heap[0][0] <= offer):
-            resolved = self._resolve(timestamp, offer, neg_offer)
+        by_stop = self._by_stop
+        by_limit = self._by_limit
+        if (by_stop and -by_stop[0] - self._stop_distance >= offer) or (
+            by_limit and by_limit[0] + self._limit_distance <= offer
+        ):
+            resolved = self._resolve(timestamp, offer)
         oid = self._next_id
         self._next_id = oid + 1
-        stop_price = offer - self._stop_distance
-        limit_price = offer + self._limit_distance
-        self._open[oid] = (timestamp, offer, stop_price, limit_price)
-        heappush(loss_heap, (-stop_price, oid))
-        heappush(profit_heap, (limit_price, oid))
+        self._open_count += 1
+        level = self._levels.get(offer)
+        if level is None:
+            self._levels[offer] = [(oid, timestamp)]
+            heappush(by_stop, -offer)
+            heappush(by_limit, offer)
+        else:
+            level.append((oid, timestamp))
         return resolved
 
-    def _resolve(self, timestamp: int, offer: float, neg_offer: float) -> list[Deal]:
-        open_ = self._open
+    def _resolve(self, timestamp: int, offer: float) -> list[Deal]:
+        levels = self._levels
         stop, limit = self.stop, self.limit
+        stop_distance, limit_distance = self._stop_distance, self._limit_distance
         found: list[tuple[int, Deal]] = []
-        loss_heap = self._loss_heap
-        while loss_heap and loss_heap[0][0] <= neg_offer:  # stop_price >= offer
-            oid = heappop(loss_heap)[1]
-            order = open_.pop(oid, None)
-            if order is None:
-                self._loss_stale -= 1
-                continue
-            self._profit_stale += 1
-            found.append((oid, _make_deal((order[0], LOSS, BUY, stop, limit, order[1], order[2], order[3], timestamp))))
-        profit_heap = self._profit_heap
-        while profit_heap and profit_heap[0][0] <= offer:  # limit_price <= offer
-            oid = heappop(profit_heap)[1]
-            order = open_.pop(oid, None)
-            if order is None:  # already resolved as a loss, this tick or before
-                self._profit_stale -= 1
-                continue
-            self._loss_stale += 1
-            found.append((oid, _make_deal((order[0], PROFIT, BUY, stop, limit, order[1], order[2], order[3], timestamp))))
-        live = len(open_)
-        # Compaction is in place: on_tick holds references to the heap lists.
-        if self._loss_stale > live:
-            loss_heap[:] = [e for e in loss_heap if e[1] in open_]
-            heapify(loss_heap)
-            self._loss_stale = 0
-        if self._profit_stale > live:
-            profit_heap[:] = [e for e in profit_heap if e[1] in open_]
-            heapify(profit_heap)
-            self._profit_stale = 0
+        # An entry whose level is gone is stale: that level resolved from the other heap.
+        by_stop = self._by_stop
+        while by_stop and -by_stop[0] - stop_distance >= offer:  # stop_price >= OFFER
+            price = -heappop(by_stop)
+            level = levels.pop(price, None)
+            if level is not None:
+                stop_price, limit_price = price - stop_distance, price + limit_distance
+                for oid, opened in level:
+                    found.append(
+                        (oid, _make_deal((opened, LOSS, BUY, stop, limit, price, stop_price, limit_price, timestamp)))
+                    )
+        by_limit = self._by_limit
+        while by_limit and by_limit[0] + limit_distance <= offer:  # limit_price <= OFFER
+            price = heappop(by_limit)
+            level = levels.pop(price, None)
+            if level is not None:
+                stop_price, limit_price = price - stop_distance, price + limit_distance
+                for oid, opened in level:
+                    found.append(
+                        (oid, _make_deal((opened, PROFIT, BUY, stop, limit, price, stop_price, limit_price, timestamp)))
+                    )
+        # Compaction (in place: on_tick holds the lists) once stale entries outnumber live ones.
+        live = len(levels)
+        if len(by_stop) > 2 * live:
+            by_stop[:] = [-price for price in levels]
+            heapify(by_stop)
+        if len(by_limit) > 2 * live:
+            by_limit[:] = list(levels)
+            heapify(by_limit)
+        self._open_count -= len(found)
         self.resolved_count += len(found)
         if len(found) > 1:
-            found.sort(key=_first)
+            found.sort(key=_order_id)  # opening order, as the naive scan hands them out
         return [deal for _, deal in found]
-
-
-def _first(pair: tuple) -> int:
-    return pair[0]
 
 
 class NaiveDealer(_Rule):
@@ -172,9 +179,13 @@ class NaiveDealer(_Rule):
         still_open = []
         for order in self._orders:
             if order[2] >= offer:
-                resolved.append(Deal(order[0], LOSS, BUY, self.stop, self.limit, order[1], order[2], order[3], timestamp))
+                resolved.append(
+                    Deal(order[0], LOSS, BUY, self.stop, self.limit, order[1], order[2], order[3], timestamp)
+                )
             elif order[3] <= offer:
-                resolved.append(Deal(order[0], PROFIT, BUY, self.stop, self.limit, order[1], order[2], order[3], timestamp))
+                resolved.append(
+                    Deal(order[0], PROFIT, BUY, self.stop, self.limit, order[1], order[2], order[3], timestamp)
+                )
             else:
                 still_open.append(order)
         still_open.append((timestamp, offer, offer - self._stop_distance, offer + self._limit_distance))

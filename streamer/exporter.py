@@ -10,77 +10,25 @@ T is the export's wall-clock time in epoch ms, strictly increasing within a run 
 one whose files already exist in the store.
 
 Memory stays bounded: the price buffer keeps only ticks a pending deal's price file can
-still need (from the oldest open or unexported deal's opening minus the lead, to now),
-and each tick is formatted at most once even when neighbouring batches' files overlap.
-Rows are formatted column by column (`format_rows_fast`), byte for byte what
-`staging.format_rows` writes, at a fraction of the cost (the replay benchmark's hot spot).
+still need (from the oldest open or unexported deal's opening minus the lead, to now).
+Files are formatted by `streamer.formatting.format_csv`: byte for byte what
+`staging.format_rows` writes, at a fraction of the cost.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 
-from ml_demo_dagster.core.staging import deals_key, format_rows, price_key
+from ml_demo_dagster.core.staging import DEAL_SCHEMA, PRICE_SCHEMA, deals_key, price_key
 from ml_demo_dagster.core.store import ObjectStore, StoreError
 from streamer.dealer import Deal
+from streamer.formatting import format_csv
 from streamer.sources.base import Tick
 
 _timestamp = itemgetter(0)
-# A number whose repr is not already its JavaScript form: exponent, nan/inf, None, bools,
-# numpy scalars (all contain a letter), or negative zero.
-_ODD_NUMBER = re.compile(r"[A-Za-z]|(?:^|\x00)-0(?=\x00|$)")
-PRICE_STRING_COLUMNS = frozenset({8, 9})  # UPDATE_TIME, MARKET_STATE
-DEAL_STRING_COLUMNS = frozenset({1, 2})  # loss_or_profit, type
-
-
-def _reference(value: object) -> str:
-    return format_rows([(value,)]).decode("utf-8")[:-1]
-
-
-def _format_numbers(values: Sequence[object]) -> list[str]:
-    texts = [repr(v) for v in values]
-    texts = [t[:-2] if t[-2:] == ".0" else t for t in texts]
-    if _ODD_NUMBER.search("\x00".join(texts)):
-        texts = [_reference(v) if _ODD_NUMBER.search(t) or t == "-0" else t for v, t in zip(values, texts)]
-    return texts
-
-
-def _quote(value: object) -> str:
-    if type(value) is str:
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return _reference(value)
-
-
-def _format_strings(values: Sequence[object]) -> list[str]:
-    memo: dict[object, str] = {None: ""}
-    out = []
-    for v in values:
-        text = memo.get(v)
-        if text is None:
-            text = memo[v] = _quote(v)
-        out.append(text)
-    return out
-
-
-def format_lines(rows: Sequence[Sequence[object]], string_columns: frozenset[int]) -> list[str]:
-    """Each row as one CSV line (no newline) exactly as staging.format_rows writes it."""
-    if not rows:
-        return []
-    columns = list(zip(*rows))
-    texts = [
-        _format_strings(col) if i in string_columns else _format_numbers(col) for i, col in enumerate(columns)
-    ]
-    return list(map(",".join, zip(*texts)))
-
-
-def format_rows_fast(rows: Sequence[Sequence[object]], string_columns: frozenset[int]) -> bytes:
-    """staging.format_rows(rows), byte for byte, formatted column by column."""
-    lines = format_lines(rows, string_columns)
-    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
 
 
 class Exporter:
@@ -101,7 +49,6 @@ class Exporter:
         self.price_lead_ms = int(round(price_lead_seconds * 1000))
         self._clock = clock
         self._ticks: list[Tick] = []
-        self._lines: list[str] = []  # formatted price lines of _ticks[: len(_lines)]
         self._pending: list[Deal] = []  # resolved, not yet exported, in resolution order
         self._last_export_ms = 0
         self.batch_ids: list[str] = []
@@ -135,8 +82,8 @@ class Exporter:
         batch.sort(key=_timestamp)  # stable: equal opening times stay in resolution order
         lo = bisect_left(self._ticks, batch[0].timestamp - self.price_lead_ms, key=_timestamp)
         hi = bisect_right(self._ticks, batch[-1].timestamp, key=_timestamp)
-        price_data = self._price_bytes(lo, hi)
-        deals_data = format_rows_fast([d[:8] for d in batch], DEAL_STRING_COLUMNS)
+        price_data = format_csv(self._ticks[lo:hi], PRICE_SCHEMA)
+        deals_data = format_csv(batch, DEAL_SCHEMA)
         batch_id = self._next_batch_id()
         self.store.put_bytes(price_key(batch_id), price_data)
         try:
@@ -162,13 +109,6 @@ class Exporter:
         cut = bisect_left(self._ticks, needed - self.price_lead_ms, key=_timestamp)
         if cut:
             del self._ticks[:cut]
-            del self._lines[: min(cut, len(self._lines))]
-
-    def _price_bytes(self, lo: int, hi: int) -> bytes:
-        lines = self._lines
-        if len(lines) < hi:
-            lines.extend(format_lines(self._ticks[len(lines) : hi], PRICE_STRING_COLUMNS))
-        return ("\n".join(lines[lo:hi]) + "\n").encode("utf-8")
 
     def _next_batch_id(self) -> str:
         t = max(int(self._clock() * 1000), self._last_export_ms + 1)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from ml_demo_dagster.config import ProjectConfig
 from ml_demo_dagster.core.store import ObjectStore
-from streamer.dealer import Dealer
+from streamer.dealer import Dealer, NaiveDealer
 from streamer.exporter import Exporter
 from streamer.sources.base import MarketSource
 
@@ -49,12 +49,18 @@ def run_stream(
     stop: threading.Event | None = None,
     progress: Callable[[StreamStats], None] | None = None,
     progress_every_s: float = 5.0,
+    dealer: Dealer | NaiveDealer | None = None,
 ) -> StreamStats:
-    """Stream ticks through the dealer into batches in `store`; returns what was done."""
+    """Stream ticks through the dealer into batches in `store`; returns what was done.
+
+    `dealer` defaults to a fresh Dealer with the config's stop, limit and point value
+    (the benchmark passes a NaiveDealer to compare).
+    """
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches must be >= 1 (got {max_batches})")
     stop = stop if stop is not None else threading.Event()
-    dealer = Dealer(config.dealer.stop, config.dealer.limit, config.market.point_value)
+    if dealer is None:
+        dealer = Dealer(config.dealer.stop, config.dealer.limit, config.market.point_value)
     exporter = Exporter(store, batch_size=config.export.batch_size, price_lead_seconds=config.export.price_lead_seconds)
     stats = StreamStats(store_url=store.url)
     started = last_report = time.monotonic()
@@ -78,9 +84,6 @@ def run_stream(
     done = False
     try:
         for tick in source:
-            if stop_is_set():
-                stats.stopped = True
-                break
             ticks += 1
             add_tick(tick)
             resolved = on_tick(tick[0], tick[2])
@@ -101,6 +104,9 @@ def run_stream(
                 last_report = clock()
                 stats.ticks = ticks
                 progress(snapshot())
+            if stop_is_set():  # after the tick in hand is handled; no tick is taken and dropped
+                stats.stopped = True
+                break
         else:
             stats.stopped = stop_is_set()
     finally:

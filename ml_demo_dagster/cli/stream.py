@@ -88,6 +88,7 @@ def register(subparsers) -> None:
 @contextmanager
 def _stop_on_signals(stop: threading.Event):
     """SIGINT and SIGTERM set `stop` (the loop ends after the current tick) while inside."""
+
     def handler(signum, frame):
         stop.set()
 

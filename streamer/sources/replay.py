@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,6 +24,8 @@ import pyarrow.compute as pc
 
 from ml_demo_dagster.core.staging import PRICE_COLUMNS, read_prices
 from streamer.sources.base import MarketSource, SourceError, Tick
+
+_new_tick = partial(tuple.__new__, Tick)  # Tick from a row tuple, without _make's Python frame
 
 
 def _column_list(column: pa.ChunkedArray | pa.Array) -> list:
@@ -48,7 +51,7 @@ def _merge(tables: list[pa.Table]) -> list[list]:
     keep: list[tuple] = []
     seen: dict[tuple, int] = {}  # rows at the current timestamp -> the file they came from
     current = None
-    for row, file in zip(zip(*columns), files):
+    for row, file in zip(zip(*columns, strict=True), files, strict=True):
         if row[0] != current:
             current, seen = row[0], {}
         earlier = seen.get(row)
@@ -56,7 +59,7 @@ def _merge(tables: list[pa.Table]) -> list[list]:
             continue
         seen.setdefault(row, file)
         keep.append(row)
-    return [list(c) for c in zip(*keep)] if keep else [[] for _ in PRICE_COLUMNS]
+    return [list(c) for c in zip(*keep, strict=True)] if keep else [[] for _ in PRICE_COLUMNS]
 
 
 class ReplaySource(MarketSource):
@@ -96,4 +99,4 @@ class ReplaySource(MarketSource):
         return f"replay of {names} ({len(self):,} ticks)" + (f" at {self.speed:g}x" if self.speed else "")
 
     def _ticks(self) -> Iterator[Tick]:
-        return map(Tick._make, zip(*self._columns))
+        return map(_new_tick, zip(*self._columns, strict=True))

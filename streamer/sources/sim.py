@@ -53,9 +53,7 @@ class SimSource(MarketSource):
         self.volatility = config.sim.volatility
         self.spread = config.market.spread
         if self.start_price - self.spread / 2 <= 0:
-            raise SourceError(
-                f"sim.start_price ({self.start_price}) must exceed half the spread ({self.spread / 2})"
-            )
+            raise SourceError(f"sim.start_price ({self.start_price}) must exceed half the spread ({self.spread / 2})")
 
     def describe(self) -> str:
         return f"sim (seed {self.seed})" + (f" at {self.speed:g}x" if self.speed else "")
@@ -71,7 +69,7 @@ class SimSource(MarketSource):
         while True:
             gaps = np.maximum(np.rint(rng.exponential(self.mean_gap_ms, _BLOCK)), 1).astype(np.int64).tolist()
             steps = rng.normal(0.0, self.volatility, _BLOCK).tolist()
-            for gap, step in zip(gaps, steps):
+            for gap, step in zip(gaps, steps, strict=True):
                 if first:
                     first = False  # the first tick is at start_ms, at the start price
                 else:

@@ -43,8 +43,9 @@ def test_heap_dealer_matches_naive_and_brute_force(prices, stop, limit, point_va
     assert got == expected
     assert heap.open_orders == naive.open_orders == len(ticks) - len(expected)
     assert heap.resolved_count == len(expected)
-    # Memory: each heap holds the open orders plus at most as many stale entries.
-    assert all(size <= 2 * heap.open_orders for size in heap.heap_sizes)
+    # Memory: each heap holds the open price levels plus at most as many stale entries.
+    assert all(size <= 2 * heap.open_levels for size in heap.heap_sizes)
+    assert heap.open_levels <= heap.open_orders
 
 
 def test_stop_price_equal_to_offer_is_a_loss():
@@ -82,7 +83,7 @@ def test_an_order_does_not_resolve_on_its_own_tick_and_records_the_seed_columns(
 def test_resolved_orders_do_not_linger_in_the_other_heap():
     dealer = Dealer(stop=20, limit=20)
     for i in range(1000):
-        dealer.on_tick(i, 1000.0 + (i % 7) * 0.01)
+        dealer.on_tick(i, 1000.0 + i * 0.01)  # all distinct: 1000 price levels
     assert dealer.heap_sizes == (1000, 1000)
     resolved = dealer.on_tick(1000, 900.0)  # a crash: every order is a loss
     assert len(resolved) == 1000 and dealer.open_orders == 1
@@ -102,8 +103,8 @@ def test_heaps_stay_bounded_by_open_orders_over_a_long_walk():
         offer = round(offer + rng.gauss(0, 0.7), 2)
         dealer.on_tick(i, offer)
         loss_size, profit_size = dealer.heap_sizes
-        assert max(loss_size, profit_size) <= 2 * dealer.open_orders
-        worst = max(worst, max(loss_size, profit_size) / dealer.open_orders)
+        assert max(loss_size, profit_size) <= 2 * dealer.open_levels
+        worst = max(worst, max(loss_size, profit_size) / dealer.open_levels)
     assert dealer.resolved_count > 19_000  # the walk did resolve orders from both heaps
     assert worst > 1.0  # stale entries did occur, and were compacted before doubling
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from ml_demo_dagster.config import default_config
 from ml_demo_dagster.core.staging import (
     deals_key,
     deals_rows,
-    format_rows,
     price_key,
     price_rows,
     read_deals,
@@ -20,31 +17,21 @@ from ml_demo_dagster.core.staging import (
 )
 from ml_demo_dagster.core.store import LocalStore, StoreError
 from streamer.dealer import Dealer
-from streamer.exporter import Exporter, format_rows_fast
+from streamer.exporter import Exporter
 from streamer.sources.sim import SimSource
 
 START_MS = 1_767_225_000_000  # 2025-12-31 23:50 UTC: the run crosses a UTC midnight
 
-values = st.one_of(
-    st.none(),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.floats(min_value=-1e6, max_value=1e6).map(lambda x: round(x, 2)),
-    st.integers(-(10**15), 10**15),
-    st.sampled_from([0.0, -0.0, 1e16, 1e21, 1e-5, 123456789012345678.0, True]),
-)
-texts = st.one_of(st.none(), st.text(max_size=12), st.sampled_from(["TRADEABLE", 'a"b', "c\\d", "12:00:00"]))
 
+def simulate(n_ticks, *, batch_size, lead_s=60, store=None, seed=1, clock=None, every_ms=None):
+    """Sim ticks through a dealer into an exporter; returns (exporter, ticks, resolved in order).
 
-@settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(values, texts, values, texts), min_size=1, max_size=30))
-def test_fast_formatting_is_byte_for_byte_format_rows(rows):
-    assert format_rows_fast(rows, frozenset({1, 3})) == format_rows(rows)
-
-
-def simulate(n_ticks, *, batch_size, lead_s=60, store=None, seed=1, clock=None):
-    """Sim ticks through a dealer into an exporter; returns (exporter, ticks, resolved in order)."""
+    With `every_ms`, the ticks are re-timed to a regular grid, so a tick sits exactly on each
+    batch's lower bound (earliest deal - lead)."""
     config = default_config()
     ticks = list(itertools.islice(SimSource(config, seed=seed, start_ms=START_MS), n_ticks))
+    if every_ms:
+        ticks = [t._replace(timestamp=START_MS + i * every_ms) for i, t in enumerate(ticks)]
     dealer = Dealer(config.dealer.stop, config.dealer.limit, config.market.point_value)
     kwargs = {"clock": clock} if clock else {}
     exporter = Exporter(store, batch_size=batch_size, price_lead_seconds=lead_s, **kwargs)
@@ -78,6 +65,18 @@ def test_batches_round_trip_through_the_staging_contract(tmp_path):
         first, last = deals[0][0] - 60_000, deals[-1][0]
         assert prices == [tuple(t) for t in ticks if first <= t.timestamp <= last]
         assert prices[-1][0] == last and prices[0][0] >= first
+
+
+def test_the_price_file_includes_both_bounds(tmp_path):
+    store = LocalStore(tmp_path)
+    exporter, ticks, _ = simulate(3000, batch_size=300, lead_s=5, store=store, every_ms=1000)
+    assert len(exporter.batch_ids) >= 5
+    for batch_id in exporter.batch_ids:
+        deals = deals_rows(read_deals(store.get_bytes(deals_key(batch_id)), "deals"))
+        prices = price_rows(read_prices(store.get_bytes(price_key(batch_id)), "price"))
+        first = max(deals[0][0] - 5000, ticks[0].timestamp)
+        assert (prices[0][0], prices[-1][0]) == (first, deals[-1][0])
+        assert len(prices) == (deals[-1][0] - first) // 1000 + 1
 
 
 def test_batch_ids_increase_and_never_reuse_existing_files(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -34,7 +34,7 @@ def test_sim_is_deterministic_for_a_seed_and_start_time():
 
 
 def test_sim_default_start_is_now_truncated_to_the_second():
-    before = int(datetime.now(timezone.utc).timestamp()) * 1000
+    before = int(datetime.now(UTC).timestamp()) * 1000
     first = next(iter(SimSource(default_config(), seed=1)))
     assert first.timestamp % 1000 == 0 and before <= first.timestamp <= before + 2000
 
@@ -43,10 +43,10 @@ def test_sim_ticks_look_like_igs_bitcoin_cfd():
     config = default_config()
     ticks = sim_ticks(20_000)
     stamps = [t.timestamp for t in ticks]
-    assert all(b > a for a, b in zip(stamps, stamps[1:]))  # strictly increasing ms
+    assert all(b > a for a, b in zip(stamps, stamps[1:], strict=False))  # strictly increasing ms
     mean_gap_s = (stamps[-1] - stamps[0]) / (len(stamps) - 1) / 1000
     assert mean_gap_s == pytest.approx(config.sim.tick_interval_seconds, rel=0.05)
-    gaps = {b - a for a, b in zip(stamps, stamps[1:])}
+    gaps = {b - a for a, b in zip(stamps, stamps[1:], strict=False)}
     assert len(gaps) > 1000  # irregular, not a fixed interval
     days = {t.timestamp // 86_400_000 for t in ticks}
     assert len(days) >= 2  # crosses a UTC midnight
@@ -63,9 +63,9 @@ def test_sim_ticks_look_like_igs_bitcoin_cfd():
         assert t.low <= mid <= t.high
         assert t.change == round(mid - t.mid_open, 2)
         assert t.change_pct == round(t.change / t.mid_open * 100, 2)
-        clock = datetime.fromtimestamp(t.timestamp / 1000, timezone.utc).strftime("%H:%M:%S")
+        clock = datetime.fromtimestamp(t.timestamp / 1000, UTC).strftime("%H:%M:%S")
         assert (t.update_time, t.market_state, t.market_delay) == (clock, "TRADEABLE", 0)
-    steps = [round((b.bid + b.offer - a.bid - a.offer) / 2, 2) for a, b in zip(ticks, ticks[1:])]
+    steps = [round((b.bid + b.offer - a.bid - a.offer) / 2, 2) for a, b in zip(ticks, ticks[1:], strict=False)]
     sd = (sum(s * s for s in steps) / len(steps)) ** 0.5
     assert sd == pytest.approx(config.sim.volatility, rel=0.05)
 
