@@ -10,6 +10,7 @@ import pytest
 
 from ml_demo_dagster.core.staging import deals_key, price_key
 from ml_demo_dagster.core.store import LocalStore
+from ml_demo_dagster.core.watch import DEFAULT_LOOKBACK_MS
 from ml_demo_dagster.defs.ingest.sensors import staging_sensor
 from ml_demo_dagster.defs.resources import StoreResource
 
@@ -67,13 +68,38 @@ def test_new_complete_batch_requests_one_run_keyed_by_t(env):
     assert requested(result) == [(T1, T1)]
     assert result.dynamic_partitions_requests[0].partition_keys == [T1]
     cursor = json.loads(result.cursor)
-    assert cursor["after"] == {"deals": deals_key(T1), "price": price_key(T1)}
-    assert cursor["waiting"] == {}
-    # The next tick lists only after the cursor and requests nothing.
-    store.listings.clear()
+    assert cursor == {"watermark": int(T1), "done": [T1], "waiting": {}}
+    # The next tick requests nothing: T1 is remembered as done.
     again = tick(instance, result.cursor)
     assert not again.run_requests
-    assert store.listings == [("staging/deals-", deals_key(T1), 0), ("staging/price-", price_key(T1), 0)]
+
+
+def test_each_tick_lists_only_the_lookback_window_not_the_whole_prefix(env):
+    store, instance = env
+    old = [str(1700000000000 + i * 60_000) for i in range(30)]  # 30 batches a minute apart
+    for t in old:
+        land(store, t)
+    first = tick(instance)
+    assert [k for k, _ in requested(first)] == old
+    store.listings.clear()
+    newest = int(old[-1])
+    land(store, str(newest + 1))
+    second = tick(instance, first.cursor)
+    assert requested(second) == [(str(newest + 1), str(newest + 1))]
+    start = newest - DEFAULT_LOOKBACK_MS
+    # Only batches newer than watermark - lookback (15 of the 30, plus the new one) are listed.
+    assert store.listings == [("staging/deals-", deals_key(start), 16), ("staging/price-", price_key(start), 16)]
+    assert json.loads(second.cursor)["done"] == [t for t in old if int(t) > newest + 1 - DEFAULT_LOOKBACK_MS] + [
+        str(newest + 1)
+    ]
+
+
+def test_a_batch_a_little_older_than_the_newest_is_still_found(env):
+    store, instance = env
+    land(store, T3)
+    first = tick(instance)
+    land(store, T2)  # a second writer, or a clock a little behind
+    assert requested(tick(instance, first.cursor)) == [(T2, T2)]
 
 
 def test_incomplete_batch_waits_until_its_partner_lands(env):
@@ -83,6 +109,7 @@ def test_incomplete_batch_waits_until_its_partner_lands(env):
     assert not first.run_requests
     assert f"waiting for the other file of: {deals_key(T1)}" in first.skip_reason.skip_message
     assert json.loads(first.cursor)["waiting"] == {T1: "price"}
+    assert json.loads(first.cursor)["done"] == []
     land(store, T1, files=("deals",))
     second = tick(instance, first.cursor)
     assert requested(second) == [(T1, T1)]
