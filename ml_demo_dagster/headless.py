@@ -40,6 +40,7 @@ SUMMARY_FIELDS = {
     ("tuned_model", "validation_precision"): "validation_precision",
     ("tuned_model", "validation_roc_auc"): "validation_roc_auc",
     ("tuned_model", "test_precision"): "test_precision",
+    ("tuned_model", "test_recall"): "test_recall",
     ("tuned_model", "test_roc_auc"): "test_roc_auc",
     ("tuned_model", "test_base_rate"): "test_base_rate",
     ("live_precision", "live_precision"): "live_precision",

@@ -31,7 +31,7 @@ def print_batch(row: dict[str, Any]) -> None:
         print(f"  error: {row.get('error', 'see the Dagster run for details')}")
     for key in ("deals", "feature_rows", "features", "train_rows", "validation_rows", "test_rows",
                 "purge_gap_seconds", "trials", "best_hyperparameters", "validation_precision",
-                "validation_roc_auc", "test_precision", "test_roc_auc", "test_base_rate",
+                "validation_roc_auc", "test_precision", "test_recall", "test_roc_auc", "test_base_rate",
                 "live_precision", "decision", "decision_reason", "failed_checks"):  # fmt: skip
         if key in row:
             print(f"  {key:22s} {_fmt(row[key])}")
