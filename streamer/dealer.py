@@ -10,8 +10,9 @@ An order never resolves on the tick that opened it.
 a min-heap on limit_price, each looked at only from the top. An order resolved from one
 heap stays in the other as a stale entry (lazy deletion); a heap is rebuilt from the open
 orders when its stale entries outnumber them, so memory stays proportional to the open
-orders. Orders opened at the same OFFER resolve together, so they share one heap entry. `NaiveDealer` scans every open order on every tick: the reference the tests and
-the benchmark compare against. Both return, per tick, the orders it resolved in opening
+orders. Orders opened at the same OFFER resolve together, so they share one heap entry.
+`NaiveDealer` scans every open order on every tick: the reference the tests and the
+benchmark compare against. Both return, per tick, the orders it resolved, in opening
 order. Pure classes: no I/O, no clock.
 """
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 import math
 from functools import partial
 from heapq import heapify, heappop, heappush
-from operator import itemgetter
 from typing import NamedTuple
 
 LOSS, PROFIT, BUY = "loss", "profit", "buy"
@@ -46,11 +46,12 @@ class Deal(NamedTuple):
 
 _make_deal = partial(tuple.__new__, Deal)  # Deal from a tuple, without _make's Python frame
 _NOTHING: tuple = ()
-_order_id = itemgetter(0)
 
 
 class _Rule:
     """Stop and limit distances shared by both dealers."""
+
+    __slots__ = ("stop", "limit", "point_value", "_stop_distance", "_limit_distance", "resolved_count")
 
     def __init__(self, stop: float, limit: float, point_value: float = 1.0):
         for name, value in (("stop", stop), ("limit", limit), ("point_value", point_value)):
@@ -70,18 +71,19 @@ class Dealer(_Rule):
     has the highest stop_price and a min-heap whose top has the lowest limit_price.
     """
 
+    __slots__ = ("_levels", "_by_stop", "_by_limit", "_next_id")
+
     def __init__(self, stop: float, limit: float, point_value: float = 1.0):
         super().__init__(stop, limit, point_value)
         self._levels: dict[float, list[tuple[int, int]]] = {}  # price -> [(order id, opened at)]
         self._by_stop: list[float] = []  # -price of each level: top = highest stop_price
         self._by_limit: list[float] = []  # price of each level: top = lowest limit_price
-        self._next_id = 0
-        self._open_count = 0
+        self._next_id = 0  # = orders opened so far
         self.resolved_count = 0
 
     @property
     def open_orders(self) -> int:
-        return self._open_count
+        return self._next_id - self.resolved_count
 
     @property
     def heap_sizes(self) -> tuple[int, int]:
@@ -108,7 +110,6 @@ class Dealer(_Rule):
             resolved = self._resolve(timestamp, offer)
         oid = self._next_id
         self._next_id = oid + 1
-        self._open_count += 1
         level = self._levels.get(offer)
         if level is None:
             self._levels[offer] = [(oid, timestamp)]
@@ -120,30 +121,21 @@ class Dealer(_Rule):
 
     def _resolve(self, timestamp: int, offer: float) -> list[Deal]:
         levels = self._levels
-        stop, limit = self.stop, self.limit
         stop_distance, limit_distance = self._stop_distance, self._limit_distance
-        found: list[tuple[int, Deal]] = []
+        hits: list[tuple[list[tuple[int, int]], str, float]] = []  # (level, outcome, price)
         # An entry whose level is gone is stale: that level resolved from the other heap.
         by_stop = self._by_stop
         while by_stop and -by_stop[0] - stop_distance >= offer:  # stop_price >= OFFER
             price = -heappop(by_stop)
             level = levels.pop(price, None)
             if level is not None:
-                stop_price, limit_price = price - stop_distance, price + limit_distance
-                for oid, opened in level:
-                    found.append(
-                        (oid, _make_deal((opened, LOSS, BUY, stop, limit, price, stop_price, limit_price, timestamp)))
-                    )
+                hits.append((level, LOSS, price))
         by_limit = self._by_limit
         while by_limit and by_limit[0] + limit_distance <= offer:  # limit_price <= OFFER
             price = heappop(by_limit)
             level = levels.pop(price, None)
             if level is not None:
-                stop_price, limit_price = price - stop_distance, price + limit_distance
-                for oid, opened in level:
-                    found.append(
-                        (oid, _make_deal((opened, PROFIT, BUY, stop, limit, price, stop_price, limit_price, timestamp)))
-                    )
+                hits.append((level, PROFIT, price))
         # Compaction (in place: on_tick holds the lists) once stale entries outnumber live ones.
         live = len(levels)
         if len(by_stop) > 2 * live:
@@ -152,15 +144,30 @@ class Dealer(_Rule):
         if len(by_limit) > 2 * live:
             by_limit[:] = list(levels)
             heapify(by_limit)
-        self._open_count -= len(found)
+        stop, limit = self.stop, self.limit
+        if len(hits) == 1:  # one level: its orders are already in opening order
+            level, outcome, price = hits[0]
+            stop_price, limit_price = price - stop_distance, price + limit_distance
+            found = [
+                _make_deal((opened, outcome, BUY, stop, limit, price, stop_price, limit_price, timestamp))
+                for _, opened in level
+            ]
+        else:  # several: hand them out in opening order (order id), as the naive scan does
+            orders = sorted((oid, opened, outcome, price) for level, outcome, price in hits for oid, opened in level)
+            found = [
+                _make_deal(
+                    (opened, outcome, BUY, stop, limit, price, price - stop_distance, price + limit_distance, timestamp)
+                )
+                for _, opened, outcome, price in orders
+            ]
         self.resolved_count += len(found)
-        if len(found) > 1:
-            found.sort(key=_order_id)  # opening order, as the naive scan hands them out
-        return [deal for _, deal in found]
+        return found
 
 
 class NaiveDealer(_Rule):
     """The reference: every open order is checked on every tick (O(n) per tick)."""
+
+    __slots__ = ("_orders",)
 
     def __init__(self, stop: float, limit: float, point_value: float = 1.0):
         super().__init__(stop, limit, point_value)

@@ -39,48 +39,63 @@ def _reference(value: object) -> str:
     return format_rows([(value,)]).decode("utf-8")[:-1]
 
 
-def _few_distinct(array: pa.Array, text_of) -> pa.Array:
+def _mostly_repeats(values: np.ndarray) -> bool:
+    """True when neighbouring values are mostly equal (cheap proxy for few distinct values)."""
+    return len(values) > 8 and np.count_nonzero(values[1:] != values[:-1]) * 4 < len(values)
+
+
+def _per_distinct(array: pa.Array, text_of, repeats: bool) -> pa.Array:
     """text_of(array), computed once per distinct value when the values repeat a lot."""
-    encoded = pc.dictionary_encode(array)
-    if len(encoded.dictionary) * 4 > len(array):
+    if not repeats:
         return text_of(array)
+    encoded = pc.dictionary_encode(array)
     return pc.take(text_of(encoded.dictionary), encoded.indices)
 
 
-def _float_text(column: pa.Array, rows: Sequence[Sequence[object]], index: int) -> pa.Array:
+def _float_text(column: pa.Array, rows: Sequence[Sequence[object]], index: int, suffix: str) -> pa.Array:
     numbers = column.to_numpy(zero_copy_only=False)  # missing -> nan
     magnitude = np.abs(numbers)
     odd = ~((magnitude >= _PLAIN_LOW) & (magnitude < _PLAIN_HIGH)) & np.isfinite(numbers) & (numbers != 0)
     blank = ~np.isfinite(numbers)  # None, nan, inf: an empty field
     zero = numbers == 0
-    if blank.any() or zero.any():
+    any_blank = blank.any()
+    if any_blank or zero.any():
         numbers = numbers.copy()
         numbers[blank | zero] = 0.0  # also turns -0.0 (Arrow: "-0") into 0.0
-    text = _few_distinct(pa.array(numbers), lambda a: pc.cast(a, pa.string()))
-    if blank.any():
-        text = pc.if_else(pa.array(blank), "", text)
+
+    def text_of(a: pa.Array) -> pa.Array:
+        text = pc.cast(a, pa.string())
+        return pc.binary_join_element_wise(text, suffix, "") if suffix else text
+
+    text = _per_distinct(pa.array(numbers), text_of, _mostly_repeats(numbers))
+    if any_blank:
+        text = pc.if_else(pa.array(blank), suffix, text)
     if odd.any():
         patched = text.to_pylist()
         for i in np.flatnonzero(odd).tolist():
-            patched[i] = _reference(rows[i][index])
+            patched[i] = _reference(rows[i][index]) + suffix
         text = pa.array(patched, pa.string())
     return text
 
 
-def _int_text(column: pa.Array) -> pa.Array:
+def _int_text(column: pa.Array, suffix: str) -> pa.Array:
     # Read as float64 (see format_csv): whole numbers below 2**53 are exact and print as ints.
     if column.null_count:
         raise _Fallback
     numbers = column.to_numpy()
     if not (np.all(np.abs(numbers) < _EXACT_INT) and np.all(numbers == np.floor(numbers))):
         raise _Fallback
-    return pc.cast(pa.array(numbers.astype(np.int64)), pa.string())
+    text = pc.cast(pa.array(numbers.astype(np.int64)), pa.string())
+    return pc.binary_join_element_wise(text, suffix, "") if suffix else text
 
 
-def _string_text(column: pa.Array) -> pa.Array:
-    if pc.any(pc.match_substring_regex(column, _NEEDS_ESCAPING)).as_py():
+def _string_text(column: pa.Array, suffix: str) -> pa.Array:
+    encoded = pc.dictionary_encode(column)
+    distinct = encoded.dictionary
+    if pc.any(pc.match_substring_regex(distinct, _NEEDS_ESCAPING)).as_py():
         raise _Fallback
-    return _few_distinct(column, lambda a: pc.binary_join_element_wise('"', a, '"', "")).fill_null("")
+    quoted = pc.binary_join_element_wise('"', distinct, '"' + suffix, "")
+    return pc.take(quoted, encoded.indices).fill_null(suffix)
 
 
 def format_csv(rows: Sequence[Sequence[object]], schema: pa.Schema) -> bytes:
@@ -96,16 +111,16 @@ def format_csv(rows: Sequence[Sequence[object]], schema: pa.Schema) -> bytes:
         texts = []
         for i, field in enumerate(schema):
             column = table.field(i)
+            suffix = "\n" if i == width - 1 else ""  # the line's end rides on its last field
             if pa.types.is_integer(field.type):
-                texts.append(_int_text(column))
+                texts.append(_int_text(column, suffix))
             elif pa.types.is_floating(field.type):
-                texts.append(_float_text(column, rows, i))
+                texts.append(_float_text(column, rows, i, suffix))
             else:
-                texts.append(_string_text(column))
+                texts.append(_string_text(column, suffix))
     except (_Fallback, *_REFUSED):
         return format_rows([r[:width] for r in rows])
     lines = pc.binary_join_element_wise(*texts, ",")
-    lines = pc.binary_join_element_wise(lines, "\n", "")
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
     start, end = offsets[lines.offset], offsets[lines.offset + len(lines)]
     return lines.buffers()[2].to_pybytes()[start:end]

@@ -8,6 +8,7 @@ ends is left unexported (the next run starts afresh; batches never hold partial 
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -73,7 +74,9 @@ def run_stream(
         stats.elapsed_seconds = time.monotonic() - started
         return replace(stats, batch_ids=list(stats.batch_ids))
 
-    # The hot loop uses local names only: it runs once per tick.
+    # The hot loop uses local names only: it runs once per tick. An unpaced source looks at
+    # the clock for progress every 256 ticks; a paced one (slow ticks) on every tick.
+    check_every = 1 if source.speed else 256
     on_tick = dealer.on_tick
     add_tick = exporter.add_tick
     add_deals = exporter.add_deals
@@ -82,7 +85,11 @@ def run_stream(
     clock = time.monotonic
     ticks = 0
     done = False
+    gc_threshold = gc.get_threshold()
     try:
+        # The loop makes and drops a few small tuples per tick; the collector's default
+        # (a young-generation pass every 700 allocations) costs ~20% of the throughput.
+        gc.set_threshold(50_000, *gc_threshold[1:])
         for tick in source:
             ticks += 1
             add_tick(tick)
@@ -100,7 +107,7 @@ def run_stream(
                         break
             if not ticks % _TRIM_EVERY:
                 exporter.trim(dealer.oldest_open_timestamp())
-            if progress is not None and clock() - last_report >= progress_every_s:
+            if progress is not None and not ticks % check_every and clock() - last_report >= progress_every_s:
                 last_report = clock()
                 stats.ticks = ticks
                 progress(snapshot())
@@ -110,6 +117,7 @@ def run_stream(
         else:
             stats.stopped = stop_is_set()
     finally:
+        gc.set_threshold(*gc_threshold)
         source.close()
         stats.ticks = ticks
     return snapshot()

@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         except SourceError as e:
             raise UserError(str(e)) from None
         store = open_store_from_args(args, config)
+        next(iter(store.list_keys("staging/")), None)  # an unreachable store fails now, not at the first batch
         where = f"{store.url.rstrip('/')}/staging/"
         limit = f", stopping after {_plural(args.max_batches, 'batch')}" if args.max_batches else ""
         print(
@@ -139,9 +140,14 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+        last = [0, 0.0]  # ticks and elapsed seconds at the previous report
+
         def report(stats) -> None:
+            interval = stats.elapsed_seconds - last[1]
+            rate = (stats.ticks - last[0]) / interval if interval > 0 else 0.0
+            last[:] = [stats.ticks, stats.elapsed_seconds]
             print(
-                f"ml-demo stream: {_plural(stats.ticks, 'tick')} ({stats.ticks_per_second:,.0f}/s), "
+                f"ml-demo stream: {_plural(stats.ticks, 'tick')} ({rate:,.0f}/s), "
                 f"{stats.open_orders:,} open orders, {stats.resolved:,} resolved, "
                 f"{_plural(stats.batches_written, 'batch')} written -> {where}",
                 file=sys.stderr,

@@ -49,13 +49,19 @@ def test_values_arrow_prints_differently_fall_back_to_format_rows(rows):
 @given(
     st.lists(prices, min_size=1, max_size=4),
     st.lists(texts, min_size=1, max_size=3),
-    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.integers(0, 3)), min_size=20, max_size=200),
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.integers(0, 3), st.integers(1, 12)), min_size=3),
 )
 def test_columns_of_few_distinct_values_print_the_same(pool, words, picks):
-    # Few distinct values per column: the path that prints each distinct value once.
-    rows = [
-        (i, words[w % len(words)], pool[a % len(pool)], None, pool[b % len(pool)]) for i, (a, w, b) in enumerate(picks)
-    ]
+    # Runs of repeated values: the path that prints each distinct value once.
+    rows = []
+    for a, w, b, run in picks:
+        rows += [(len(rows), words[w % len(words)], pool[a % len(pool)], None, pool[b % len(pool)])] * run
+    assert format_csv(rows, ROW_SCHEMA) == format_rows(rows)
+
+
+def test_repeated_values_with_blanks_and_odd_numbers_print_the_same():
+    cycle = [30000.5, None, 1e-5, -0.0, 30001, float("nan"), 2e10, 7]
+    rows = [(i, "TRADEABLE" if i % 50 else None, cycle[i // 10 % 8], "x", cycle[i // 7 % 8]) for i in range(400)]
     assert format_csv(rows, ROW_SCHEMA) == format_rows(rows)
 
 

@@ -94,6 +94,13 @@ def test_streams_into_s3_through_moto(moto_endpoint, monkeypatch):
         assert len(deals) == 300 and prices.num_rows > 0
 
 
+def test_a_missing_bucket_fails_at_once_with_one_line(moto_endpoint):
+    env = {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    result = run_cli("stream", "--seed", "1", "--store", "s3://no-such-bucket/x", env=env)
+    assert result.returncode != 0
+    assert "s3://no-such-bucket" in one_error_line(result)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_the_stream_cleanly(tmp_path, sig):
     store = tmp_path / "store"
