@@ -95,8 +95,8 @@ def test_replay_to_the_end_writes_only_whole_batches_with_the_rules_deals(tmp_pa
 
 def test_progress_reports_a_growing_snapshot(tmp_path):
     seen: list[StreamStats] = []
-    config = small_config()
-    run_stream(
+    config = small_config(batch_size=1000)
+    stats = run_stream(
         config,
         make_source("sim", config, seed=2, start_ms=START_MS),
         LocalStore(tmp_path),
@@ -104,11 +104,20 @@ def test_progress_reports_a_growing_snapshot(tmp_path):
         progress=seen.append,
         progress_every_s=0.0,
     )
-    assert len(seen) > 100
-    assert [s.ticks for s in seen] == sorted(s.ticks for s in seen)
+    # An unpaced source looks at the clock every 256 ticks: so many reports, no more.
+    assert len(seen) == stats.ticks // 256 >= 5
+    assert [s.ticks for s in seen] == [256 * (i + 1) for i in range(len(seen))]
     assert seen[-1].batches_written >= 1 and seen[-1].batch_ids and seen[0].store_url == str(tmp_path)
     seen[-1].batch_ids.append("x")  # a snapshot, not the runner's own list
-    assert "x" not in seen[-2].batch_ids
+    assert "x" not in stats.batch_ids
+
+
+def test_a_paced_source_reports_on_every_tick(tmp_path):
+    seen: list[StreamStats] = []
+    config = small_config(batch_size=20)
+    source = make_source("sim", config, seed=2, start_ms=START_MS, speed=1e6)
+    run_stream(config, source, LocalStore(tmp_path), max_batches=1, progress=seen.append, progress_every_s=0.0)
+    assert [s.ticks for s in seen] == list(range(1, len(seen) + 1)) and len(seen) > 20
 
 
 def test_max_batches_must_be_positive(tmp_path):
