@@ -77,6 +77,7 @@ def run_stream(
     # The hot loop uses local names only: it runs once per tick. An unpaced source looks at
     # the clock for progress every 256 ticks; a paced one (slow ticks) on every tick.
     check_every = 1 if source.speed else 256
+    trim_every = _TRIM_EVERY
     on_tick = dealer.on_tick
     add_tick = exporter.add_tick
     add_deals = exporter.add_deals
@@ -105,7 +106,7 @@ def run_stream(
                     exporter.trim(dealer.oldest_open_timestamp())
                     if done:
                         break
-            if not ticks % _TRIM_EVERY:
+            if not ticks % trim_every:
                 exporter.trim(dealer.oldest_open_timestamp())
             if progress is not None and not ticks % check_every and clock() - last_report >= progress_every_s:
                 last_report = clock()
