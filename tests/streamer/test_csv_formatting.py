@@ -34,7 +34,13 @@ stamps = st.one_of(st.integers(0, 10**13), st.sampled_from([0.5, 2.0, True, None
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 10**13), texts, prices, st.sampled_from(["buy", None]), prices), min_size=1))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10**13), texts, prices, st.sampled_from(["buy", None]), prices),
+        min_size=1,
+        max_size=200,
+    )
+)
 def test_vectorised_path_writes_what_format_rows_writes(rows):
     assert format_csv(rows, ROW_SCHEMA) == format_rows(rows)
 
@@ -49,7 +55,9 @@ def test_values_arrow_prints_differently_fall_back_to_format_rows(rows):
 @given(
     st.lists(prices, min_size=1, max_size=4),
     st.lists(texts, min_size=1, max_size=3),
-    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.integers(0, 3), st.integers(1, 12)), min_size=3),
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 2), st.integers(0, 3), st.integers(1, 12)), min_size=3, max_size=60
+    ),
 )
 def test_columns_of_few_distinct_values_print_the_same(pool, words, picks):
     # Runs of repeated values: the path that prints each distinct value once.
