@@ -22,8 +22,8 @@ _STRINGS = {"loss_or_profit", "type", "UPDATE_TIME", "MARKET_STATE"}
 DEALS_DDL = ", ".join(f"`{c}` {'long' if c == 'timestamp' else 'string' if c in _STRINGS else 'double'}" for c in DEAL_COLUMNS)
 PRICE_DDL = ", ".join(f"`{c}` {'long' if c == 'timestamp' else 'string' if c in _STRINGS else 'double'}" for c in PRICE_COLUMNS)
 # The parquet the job writes: one row per deal with a full window.
+# batch string, timestamp int64, label int8, duration_ms int64, duration_known bool, features array<float>.
 OUTPUT_COLUMNS = ("batch", "timestamp", "label", "duration_ms", "duration_known", "features")
-OUTPUT_DDL = "batch string, timestamp long, label byte, duration_ms long, duration_known boolean, features array<float>"
 
 
 @dataclass(frozen=True)

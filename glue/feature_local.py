@@ -1,7 +1,7 @@
 """The feature job in one process with pyarrow and numpy: the yardstick for the Spark job.
 
 Same inputs, same kernel (glue.feature_kernel), same parquet layout (a folder of files
-with the columns of glue.contract.OUTPUT_DDL, dictionary encoding off) as
+with the columns of glue.contract.OUTPUT_COLUMNS, dictionary encoding off) as
 glue.feature_job.build_features, without Spark. The benchmark runs both side by side and
 the tests check that they agree. Local files only. No Dagster or AWS imports.
 """

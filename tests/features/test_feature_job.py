@@ -153,3 +153,17 @@ def test_cli_features_missing_file_is_one_line(tmp_path, capsys):
 def test_glue_keeps_the_staging_column_names():
     assert contract.DEAL_COLUMNS == staging.DEAL_COLUMNS
     assert contract.PRICE_COLUMNS == staging.PRICE_COLUMNS
+
+
+@pytest.mark.spark
+def test_partition_keys_send_each_batch_to_its_own_partition(spark):
+    from pyspark.sql import functions as F
+
+    from glue.feature_job import _murmur3_int, partition_keys
+
+    values = [0, 1, -1, 42, 2**31 - 1, -(2**31)] + list(range(100, 160))
+    hashed = spark.createDataFrame([(v,) for v in values], "v int").select(F.hash("v")).collect()
+    assert [r[0] for r in hashed] == [_murmur3_int(v) for v in values]
+    keys = partition_keys(13)
+    parts = spark.createDataFrame([(k,) for k in keys], "k int").repartition(13, "k").rdd.glom().collect()
+    assert [[row.k for row in part] for part in parts] == [[k] for k in keys]
