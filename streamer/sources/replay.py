@@ -3,8 +3,9 @@ batch, testing the dealer against known prices, and measuring the streamer.
 
 All files are read and validated up front with `staging.read_prices`, before a single
 tick is handed out, so bad input stops the run with the file, line and field at fault and
-nothing written. Ticks come from pre-parsed column lists (the hot path of the replay
-benchmark), as fast as possible or paced at `speed` market seconds per wall second.
+nothing written. Ticks come from the parsed Arrow table, turned into Python values a
+chunk of rows at a time (the hot path of the replay benchmark), as fast as possible or
+paced at `speed` market seconds per wall second.
 
 Several files are merged in time order. Price files of neighbouring batches overlap (each
 starts `export.price_lead_seconds` before its earliest deal), so a row that repeats a row
@@ -28,38 +29,41 @@ from streamer.sources.base import MarketSource, SourceError, Tick
 _new_tick = partial(tuple.__new__, Tick)  # Tick from a row tuple, without _make's Python frame
 
 
+_CHUNK = 65_536  # rows turned into Python values at a time: memory stays near the Arrow table's
+
+
 def _column_list(column: pa.ChunkedArray | pa.Array) -> list:
     if column.null_count == 0 and not pa.types.is_string(column.type):
         return column.to_numpy().tolist()  # much faster than to_pylist, same Python values
     return column.to_pylist()
 
 
-def _merge(tables: list[pa.Table]) -> list[list]:
-    """Columns of all tables in stable time order, rows repeated from an earlier file dropped."""
+def _merge(tables: list[pa.Table]) -> pa.Table:
+    """All tables' rows in stable time order, rows repeated from an earlier file dropped."""
     if len(tables) == 1:
         table = tables[0]
         ts = table.column("timestamp")
         if len(ts) > 1 and pc.any(pc.less(ts[1:], ts[:-1])).as_py():
             table = table.take(pc.sort_indices(table, [("timestamp", "ascending")]))
-        return [_column_list(table.column(c)) for c in PRICE_COLUMNS]
+        return table
     combined = pa.concat_tables(tables).append_column(
         "_file", pa.array([i for i, t in enumerate(tables) for _ in range(t.num_rows)], pa.int32())
     )
     combined = combined.take(pc.sort_indices(combined, [("timestamp", "ascending"), ("_file", "ascending")]))
     columns = [_column_list(combined.column(c)) for c in PRICE_COLUMNS]
     files = combined.column("_file").to_pylist()
-    keep: list[tuple] = []
+    keep: list[int] = []
     seen: dict[tuple, int] = {}  # rows at the current timestamp -> the file they came from
     current = None
-    for row, file in zip(zip(*columns, strict=True), files, strict=True):
+    for i, (row, file) in enumerate(zip(zip(*columns, strict=True), files, strict=True)):
         if row[0] != current:
             current, seen = row[0], {}
         earlier = seen.get(row)
         if earlier is not None and earlier != file:
             continue
         seen.setdefault(row, file)
-        keep.append(row)
-    return [list(c) for c in zip(*keep, strict=True)] if keep else [[] for _ in PRICE_COLUMNS]
+        keep.append(i)
+    return combined.drop_columns(["_file"]).take(pa.array(keep, pa.int64()))
 
 
 class ReplaySource(MarketSource):
@@ -89,14 +93,16 @@ class ReplaySource(MarketSource):
             except OSError as e:
                 raise SourceError(f"replay file {path}: cannot read: {e.strerror}") from None
             tables.append(read_prices(data, source=str(path)))  # StagingFormatError: file, line, field
-        self._columns = _merge(tables)
+        self._table = _merge(tables)
 
     def __len__(self) -> int:
-        return len(self._columns[0])
+        return self._table.num_rows
 
     def describe(self) -> str:
         names = self.files[0].name if len(self.files) == 1 else f"{len(self.files)} files"
         return f"replay of {names} ({len(self):,} ticks)" + (f" at {self.speed:g}x" if self.speed else "")
 
     def _ticks(self) -> Iterator[Tick]:
-        return map(_new_tick, zip(*self._columns, strict=True))
+        for start in range(0, self._table.num_rows, _CHUNK):
+            chunk = self._table.slice(start, _CHUNK)
+            yield from map(_new_tick, zip(*(_column_list(chunk.column(c)) for c in PRICE_COLUMNS), strict=True))
