@@ -28,6 +28,12 @@ DAGSTER_YAML = """\
 concurrency:
   runs:
     max_concurrent_runs: 1
+# A run cut short (Ctrl-C, a crash) is started again, so its batch is not lost; a run
+# that failed on its data (a malformed batch, a failed check) is not.
+run_retries:
+  enabled: true
+  max_retries: 2
+  retry_on_asset_or_op_failure: false
 telemetry:
   enabled: false
 """
