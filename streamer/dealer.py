@@ -122,20 +122,25 @@ class Dealer(_Rule):
     def _resolve(self, timestamp: int, offer: float) -> list[Deal]:
         levels = self._levels
         stop_distance, limit_distance = self._stop_distance, self._limit_distance
-        hits: list[tuple[list[tuple[int, int]], str, float]] = []  # (level, outcome, price)
+        # (first order id, level, outcome, price) per resolved level; ids are unique, so
+        # sorting these tuples compares ids only.
+        hits: list[tuple[int, list[tuple[int, int]], str, float]] = []
+        crowded = False  # a level holding several orders (offers that repeated)
         # An entry whose level is gone is stale: that level resolved from the other heap.
         by_stop = self._by_stop
         while by_stop and -by_stop[0] - stop_distance >= offer:  # stop_price >= OFFER
             price = -heappop(by_stop)
             level = levels.pop(price, None)
             if level is not None:
-                hits.append((level, LOSS, price))
+                hits.append((level[0][0], level, LOSS, price))
+                crowded = crowded or len(level) > 1
         by_limit = self._by_limit
         while by_limit and by_limit[0] + limit_distance <= offer:  # limit_price <= OFFER
             price = heappop(by_limit)
             level = levels.pop(price, None)
             if level is not None:
-                hits.append((level, PROFIT, price))
+                hits.append((level[0][0], level, PROFIT, price))
+                crowded = crowded or len(level) > 1
         # Compaction (in place: on_tick holds the lists) once stale entries outnumber live ones.
         live = len(levels)
         if len(by_stop) > 2 * live:
@@ -144,22 +149,22 @@ class Dealer(_Rule):
         if len(by_limit) > 2 * live:
             by_limit[:] = list(levels)
             heapify(by_limit)
+        # Hand the deals out in opening order (order id), as the naive scan does.
         stop, limit = self.stop, self.limit
-        if len(hits) == 1:  # one level: its orders are already in opening order
-            level, outcome, price = hits[0]
-            stop_price, limit_price = price - stop_distance, price + limit_distance
+        hits.sort()
+        if not crowded:  # the usual case: one order per level
             found = [
-                _make_deal((opened, outcome, BUY, stop, limit, price, stop_price, limit_price, timestamp))
-                for _, opened in level
-            ]
-        else:  # several: hand them out in opening order (order id), as the naive scan does
-            orders = sorted((oid, opened, outcome, price) for level, outcome, price in hits for oid, opened in level)
+                _make_deal((level[0][1], outcome, BUY, stop, limit, price, price - stop_distance,
+                            price + limit_distance, timestamp))
+                for _, level, outcome, price in hits
+            ]  # fmt: skip
+        else:  # a level holds several orders: merge them by id
+            orders = sorted((oid, opened, outcome, price) for _, level, outcome, price in hits for oid, opened in level)
             found = [
-                _make_deal(
-                    (opened, outcome, BUY, stop, limit, price, price - stop_distance, price + limit_distance, timestamp)
-                )
+                _make_deal((opened, outcome, BUY, stop, limit, price, price - stop_distance,
+                            price + limit_distance, timestamp))
                 for _, opened, outcome, price in orders
-            ]
+            ]  # fmt: skip
         self.resolved_count += len(found)
         return found
 
