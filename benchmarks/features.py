@@ -46,7 +46,8 @@ sys.path.insert(0, str(ROOT))
 
 from glue.contract import DEAL_COLUMNS, PRICE_COLUMNS, BatchInput  # noqa: E402
 from glue.feature_kernel import first_at_or_above, first_at_or_below  # noqa: E402
-from glue.feature_local import OUTPUT_SCHEMA, build_features_local, read_staging_csv  # noqa: E402
+from glue.batch import OUTPUT_SCHEMA, read_staging_csv  # noqa: E402
+from glue.feature_local import build_features_local  # noqa: E402
 
 BATCH_DEALS = 10_000
 DATA_DIR = ROOT / "benchmarks" / ".data" / "features"

@@ -17,11 +17,6 @@ PRICE_COLUMNS = (
     "timestamp", "BID", "OFFER", "MID_OPEN", "CHANGE", "CHANGE_PCT", "HIGH", "LOW",
     "UPDATE_TIME", "MARKET_STATE", "MARKET_DELAY",
 )  # fmt: skip
-_STRINGS = {"loss_or_profit", "type", "UPDATE_TIME", "MARKET_STATE"}
-# Spark DDL of the headerless staging CSVs (an explicit schema: no inference pass).
-DEALS_DDL = ", ".join(f"`{c}` {'long' if c == 'timestamp' else 'string' if c in _STRINGS else 'double'}" for c in DEAL_COLUMNS)
-PRICE_DDL = ", ".join(f"`{c}` {'long' if c == 'timestamp' else 'string' if c in _STRINGS else 'double'}" for c in PRICE_COLUMNS)
-# The parquet the job writes: one row per deal with a full window.
 # batch string, timestamp int64, label int8, duration_ms int64, duration_known bool, features array<float>.
 OUTPUT_COLUMNS = ("batch", "timestamp", "label", "duration_ms", "duration_known", "features")
 

@@ -12,7 +12,8 @@ from glue import contract
 from glue.contract import BatchInput
 from glue.feature_job import build_features
 from glue.feature_kernel import compute_features
-from glue.feature_local import build_features_local, read_staging_csv
+from glue.batch import read_staging_csv
+from glue.feature_local import build_features_local
 from ml_demo_dagster.cli import main
 from ml_demo_dagster.core import staging
 

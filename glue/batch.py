@@ -1,0 +1,84 @@
+"""One batch, from its two staging CSVs to the job's output rows: shared by both faces of the job.
+
+The Spark job (in its tasks) and the single-process job call the same functions here, so
+they parse the seed's CSV format the same way (explicit types: quoted numbers such as
+"0" parse, an empty field is a missing value), feed the same arrays to the kernel, and
+build the same Arrow output. No Spark, Dagster or AWS imports.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from glue.contract import DEAL_COLUMNS, OUTPUT_COLUMNS, PRICE_COLUMNS
+from glue.feature_kernel import KernelResult, compute_features
+
+_STRINGS = {"loss_or_profit", "type", "UPDATE_TIME", "MARKET_STATE"}
+OUTPUT_SCHEMA = pa.schema([
+    ("batch", pa.string()), ("timestamp", pa.int64()), ("label", pa.int8()),
+    ("duration_ms", pa.int64()), ("duration_known", pa.bool_()), ("features", pa.list_(pa.float32())),
+])  # fmt: skip
+assert tuple(OUTPUT_SCHEMA.names) == OUTPUT_COLUMNS
+
+
+class BatchFormatError(ValueError):
+    """A staging file the job cannot parse (the message names the file)."""
+
+
+def read_staging_csv(source: bytes | str | os.PathLike, columns: Sequence[str], name: str = "") -> pa.Table:
+    """A headerless staging CSV (bytes or a path) as a typed table; empty numbers are null."""
+    types = {c: pa.int64() if c == "timestamp" else pa.string() if c in _STRINGS else pa.float64() for c in columns}
+    data = pa.BufferReader(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    try:
+        return pacsv.read_csv(
+            data,
+            read_options=pacsv.ReadOptions(column_names=list(columns)),
+            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(columns)),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise BatchFormatError(f"{name or source}: {e}") from None
+
+
+def batch_features(deals_csv, price_csv, history_seconds: int, names: tuple[str, str] = ("", "")) -> KernelResult:
+    """The kernel's result for one batch's deals and price CSVs (bytes or paths)."""
+    deals = read_staging_csv(deals_csv, DEAL_COLUMNS, names[0])
+    prices = read_staging_csv(price_csv, PRICE_COLUMNS, names[1])
+    buys = deals.filter(pc.equal(deals.column("type"), "buy"))
+
+    def num(table: pa.Table, column: str) -> np.ndarray:
+        return table.column(column).to_numpy()
+
+    return compute_features(
+        num(prices, "timestamp"), num(prices, "BID"), num(prices, "OFFER"),
+        num(prices, "MID_OPEN"), num(prices, "HIGH"), num(prices, "LOW"),
+        num(buys, "timestamp"), num(buys, "price"), num(buys, "stop_price"), num(buys, "limit_price"),
+        buys.column("loss_or_profit").to_numpy(zero_copy_only=False),
+        history_seconds=history_seconds,
+    )  # fmt: skip
+
+
+def output_batches(batch_id: str, result: KernelResult, chunk_rows: int = 8192) -> Iterator[pa.RecordBatch]:
+    """The result as Arrow record batches with OUTPUT_SCHEMA, at most chunk_rows rows each."""
+    n, width = result.features.shape
+    for start in range(0, max(n, 1), chunk_rows):
+        stop = min(n, start + chunk_rows)
+        rows = stop - start
+        offsets = pa.array(np.arange(0, (rows + 1) * width, width, dtype=np.int32))
+        yield pa.RecordBatch.from_arrays(
+            [
+                pa.array(np.full(rows, batch_id, dtype=object), pa.string()),
+                pa.array(result.timestamp[start:stop]),
+                pa.array(result.label[start:stop]),
+                pa.array(result.duration_ms[start:stop]),
+                pa.array(result.duration_known[start:stop]),
+                pa.ListArray.from_arrays(offsets, pa.array(result.features[start:stop].ravel())),
+            ],
+            schema=OUTPUT_SCHEMA,
+        )
