@@ -74,10 +74,10 @@ def run_stream(
         stats.elapsed_seconds = time.monotonic() - started
         return replace(stats, batch_ids=list(stats.batch_ids))
 
-    # The hot loop uses local names only: it runs once per tick. An unpaced source looks at
-    # the clock for progress every 256 ticks; a paced one (slow ticks) on every tick.
-    check_every = 1 if source.speed else 256
-    trim_every = _TRIM_EVERY
+    # The hot loop uses local names only: it runs once per tick. Housekeeping (trimming the
+    # price buffer, progress) runs every 256 ticks for an unpaced source, and on every tick
+    # for a paced one (slow ticks).
+    housekeeping_mask = 0 if source.speed else 255
     on_tick = dealer.on_tick
     add_tick = exporter.add_tick
     add_deals = exporter.add_deals
@@ -91,8 +91,7 @@ def run_stream(
         # The loop makes and drops a few small tuples per tick; the collector's default
         # (a young-generation pass every 700 allocations) costs ~20% of the throughput.
         gc.set_threshold(50_000, *gc_threshold[1:])
-        for tick in source:
-            ticks += 1
+        for ticks, tick in enumerate(source, 1):
             add_tick(tick)
             resolved = on_tick(tick[0], tick[2])
             if resolved:
@@ -106,12 +105,13 @@ def run_stream(
                     exporter.trim(dealer.oldest_open_timestamp())
                     if done:
                         break
-            if not ticks % trim_every:
-                exporter.trim(dealer.oldest_open_timestamp())
-            if progress is not None and not ticks % check_every and clock() - last_report >= progress_every_s:
-                last_report = clock()
-                stats.ticks = ticks
-                progress(snapshot())
+            if not ticks & housekeeping_mask:
+                if not ticks % _TRIM_EVERY:
+                    exporter.trim(dealer.oldest_open_timestamp())
+                if progress is not None and clock() - last_report >= progress_every_s:
+                    last_report = clock()
+                    stats.ticks = ticks
+                    progress(snapshot())
             if stop_is_set():  # after the tick in hand is handled; no tick is taken and dropped
                 stats.stopped = True
                 break
