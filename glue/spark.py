@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 LOCAL_SPARK_CONF: dict[str, str] = {
     "spark.master": "local[*]",
@@ -35,6 +36,9 @@ def local_spark_session(app_name: str = "ml-demo-features", conf: dict[str, str]
     """A local SparkSession bound to 127.0.0.1, built from LOCAL_SPARK_CONF (plus `conf`)."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # pyspark 4.3 warns on every Arrow call that pandas 3 is not fully supported; the job
+    # never uses pandas (see TOOLCHAIN.md "Spark"), so the warning only hides real output.
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)

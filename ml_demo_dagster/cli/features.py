@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ml_demo_dagster.cli.common import UserError
-from ml_demo_dagster.config import default_config
+from ml_demo_dagster.config import load_config
 from ml_demo_dagster.core.staging import read_deals, read_prices
 
 
@@ -60,7 +60,7 @@ def expand_features(table: pa.Table) -> pa.Table:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = default_config()
+    config = load_config()  # not the cached default: the environment may have changed since
     history = config.features.history_seconds
     deals = read_deals(_read(args.deals), args.deals)
     prices = read_prices(_read(args.price), args.price)
