@@ -81,3 +81,10 @@ def test_sim_prices_and_deals_format_exactly():
     assert format_csv(ticks, PRICE_SCHEMA) == format_rows(ticks)
     assert format_csv(deals, DEAL_SCHEMA) == format_rows([d.row() for d in deals])  # the 9th field is left out
     assert format_csv([], PRICE_SCHEMA) == b""
+
+
+def test_rows_of_other_lengths_are_formatted_like_format_rows():
+    rows = [(1, "a", 1.5, "b", 2.5), (2, "a", 1.5, "b")]  # the second row is short
+    assert format_csv(rows, ROW_SCHEMA) == format_rows(rows)
+    long_rows = [(1, "a", 1.5, "b", 2.5, "extra"), (2, "c", 0.25, None, 3.0, 99)]
+    assert format_csv(long_rows, ROW_SCHEMA) == format_rows([r[:5] for r in long_rows])
