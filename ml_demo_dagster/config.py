@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import tomllib
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -236,7 +235,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, s
         raise ConfigError(_one_line(e, str(source))) from None
 
 
-@lru_cache(maxsize=1)
 def default_config() -> ProjectConfig:
-    """The config from the default place and the process environment, read once."""
+    """The config from the default place and the process environment (read each call: cheap,
+    and an override set in the environment later is seen)."""
     return load_config()
