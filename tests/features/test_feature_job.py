@@ -168,3 +168,15 @@ def test_partition_keys_send_each_batch_to_its_own_partition(spark):
     keys = partition_keys(13)
     parts = spark.createDataFrame([(k,) for k in keys], "k int").repartition(13, "k").rdd.glom().collect()
     assert [[row.k for row in part] for part in parts] == [[k] for k in keys]
+
+
+def test_input_files_are_matched_whatever_way_spark_spells_them(tmp_path):
+    from glue.feature_job import FeatureJobError, _role_of_file
+
+    given = {str(tmp_path / "a b.csv"): ("1", "deals"), f"file://{tmp_path}/p.csv": ("1", "price")}
+    spark_spelling = [f"file:{tmp_path}/a%20b.csv", f"file:///{tmp_path}/p.csv"]
+    assert _role_of_file(spark_spelling, given) == dict(zip(spark_spelling, given.values()))
+    with pytest.raises(FeatureJobError, match="not one of the given files"):
+        _role_of_file([*spark_spelling, f"file:{tmp_path}/other.csv"], given)
+    with pytest.raises(FeatureJobError, match="not found"):
+        _role_of_file(spark_spelling[:1], given)
