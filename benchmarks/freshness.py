@@ -120,16 +120,23 @@ def main() -> int:
                  "total": total, "decision": decision}
             )  # fmt: skip
 
-    header = ["batch", "sensor", *STAGES, "total", "decision"]
+    for r in rows:
+        r["batch"] = f"{r['batch']} ({r.pop('kind')})"
+    title = f"window {config.training.window_batches} batches"
+    print_table(args, config, title, ["batch", "sensor", *STAGES, "total", "decision"], rows)
+    return 0
+
+
+def print_table(args, config, title: str, header: list[str], rows: list[dict]) -> None:
+    """The results as a markdown table, seconds with one decimal."""
     print(f"# freshness: {args.batch_size:,}-deal batches, {config.tuning.max_jobs} trials, "
-          f"{config.tuning.max_parallel_jobs} in parallel, window {config.training.window_batches} batches")  # fmt: skip
+          f"{config.tuning.max_parallel_jobs} in parallel, {title}")  # fmt: skip
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d}")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
-        cells = [f"{r['batch']} ({r['kind']})"] + [f"{r[h]:.1f} s" for h in ["sensor", *STAGES, "total"]]
-        print("| " + " | ".join(cells + [r["decision"]]) + " |")
-    return 0
+        cells = [v if isinstance(v, str) else f"{v:.1f} s" for v in (r.get(h, 0.0) for h in header)]
+        print("| " + " | ".join(cells) + " |")
 
 
 def through_dagster_dev(args, config, outbox, store, batch_ids, tmp: Path) -> int:
@@ -199,14 +206,8 @@ def through_dagster_dev(args, config, outbox, store, batch_ids, tmp: Path) -> in
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
-    header = ["batch", "sensor", "launch", *STAGES, "total"]
-    print(f"# freshness through dagster dev: {args.batch_size:,}-deal batches, {config.tuning.max_jobs} trials, "
-          f"{config.tuning.max_parallel_jobs} in parallel, sensor every {config.dagster.sensor_interval_seconds} s")  # fmt: skip
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d}")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for r in rows:
-        print("| " + " | ".join([r["batch"]] + [f"{r.get(h, 0):.1f} s" for h in header[1:]]) + " |")
+    title = f"through dagster dev, sensor every {config.dagster.sensor_interval_seconds} s"
+    print_table(args, config, title, ["batch", "sensor", "launch", *STAGES, "total"], rows)
     return 0
 
 
