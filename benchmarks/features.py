@@ -398,7 +398,10 @@ def render(results, started, history, loads, argv, repeat) -> str:
             f"numpy/pyarrow job, which does the same work with no Spark overhead at all, took {big['numpy_s']:.0f} s.",
             "- Most of the Spark job is Spark's parquet writer: 605 floats a row go through parquet-mr one "
             "value at a time (jstack samples of the 1M run sit in ParquetWriteSupport's array writer). "
-            "A run with the write replaced by Spark's `noop` sink took a quarter of the job time or less.",
+            "A warm 100k run with the write replaced by Spark's `noop` sink took under half the job time.",
+            "- Writing the parquet from the Python tasks with pyarrow instead of Spark's writer (a prototype, "
+            "not kept) was no faster at 1M: pyarrow too spends about twice as long writing a batch's "
+            "list<float> column as computing it.",
             "- Each Spark size runs in a fresh JVM, so its 'job' time includes the first job's warm-up "
             "(JIT, Python workers importing numpy/pyarrow): that is most of the 10k time.",
         ]
