@@ -191,3 +191,17 @@ def test_replaying_overlapping_batches_merges_them(tmp_path, sim_run):
     got = [read_batch(f)[0] for _, f in sorted(batches_in(out_a / "staging").items())]
     want = [read_batch(f)[0] for _, f in sorted(batches_in(out_b / "staging").items())]
     assert got == want and len(got) >= 4
+
+
+def test_stream_starts_without_dagster_or_spark(tmp_path):
+    code = (
+        "import sys\n"
+        "from ml_demo_dagster.cli import main\n"
+        f"rc = main(['stream', '--max-batches', '1', '--batch-size', '50', '--seed', '1', '--store', {str(tmp_path)!r}])\n"
+        "heavy = sorted(m for m in ('dagster', 'pyspark', 'sklearn', 'boto3') if m in sys.modules)\n"
+        "print('heavy:', heavy)\n"
+        "sys.exit(rc)\n"
+    )
+    result = subprocess.run([CLI[0], "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "heavy: []" in result.stdout
