@@ -44,9 +44,9 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from glue.batch import OUTPUT_SCHEMA, read_staging_csv  # noqa: E402
 from glue.contract import DEAL_COLUMNS, PRICE_COLUMNS, BatchInput  # noqa: E402
 from glue.feature_kernel import first_at_or_above, first_at_or_below  # noqa: E402
-from glue.batch import OUTPUT_SCHEMA, read_staging_csv  # noqa: E402
 from glue.feature_local import build_features_local  # noqa: E402
 
 BATCH_DEALS = 10_000
@@ -144,7 +144,7 @@ def naive_batch(batch: BatchInput, history: int) -> tuple[pa.Table, dict[str, in
             counts["no_history"] += 1
             continue
         in_window = (sec >= s - history) & (sec < s)
-        by_second = dict(zip(sec[in_window].tolist(), sec_mid[in_window].tolist()))
+        by_second = dict(zip(sec[in_window].tolist(), sec_mid[in_window].tolist(), strict=True))
         last, window = known_before[-1], []
         for second in range(s - history, s):
             last = by_second.get(second, last)
@@ -264,7 +264,7 @@ def main() -> int:
     config = default_config()
     history = config.features.history_seconds
     sizes = [int(s) for s in args.sizes.split(",")]
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     data = DATA_DIR / "staging"
     t0 = time.perf_counter()
     all_batches = generate(max(sizes), data, args.seed, config)

@@ -8,7 +8,6 @@ build the same Arrow output. No Spark, Dagster or AWS imports.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterator, Sequence
 

@@ -63,7 +63,7 @@ def build_features(spark, batches: Sequence[BatchInput], out_uri: str, history_s
         raise FeatureJobError("the same file is given twice")
 
     files = spark.read.format("binaryFile").load([uri for b in batches for uri in (b.deals_uri, b.price_uri)])
-    slot = dict(zip(ids, partition_keys(len(ids))))
+    slot = dict(zip(ids, partition_keys(len(ids)), strict=True))
     # The exact spelling of each file in the `path` column (a listing only: no content read).
     found = _role_of_file([r.path for r in files.select("path").collect()], role)
 
@@ -189,7 +189,7 @@ def _partition_transform(history_seconds: int, counts):
         files: dict[str, dict[str, tuple[str, bytes]]] = {}
         for rb in record_batches:
             columns = (rb.column(c).to_pylist() for c in ("batch", "kind", "path", "content"))
-            for batch, kind, path, content in zip(*columns):
+            for batch, kind, path, content in zip(*columns, strict=True):
                 if batch is None:
                     raise FeatureJobError(f"{path}: Spark spelled this input file unexpectedly (no batch)")
                 files.setdefault(batch, {})[kind] = (path, content)

@@ -22,7 +22,9 @@ from glue.batch import OUTPUT_SCHEMA, batch_features, output_batches
 from glue.contract import BatchInput, FeatureReport
 
 
-def build_features_local(batches: Sequence[BatchInput], out_path: str | os.PathLike, history_seconds: int) -> FeatureReport:
+def build_features_local(
+    batches: Sequence[BatchInput], out_path: str | os.PathLike, history_seconds: int
+) -> FeatureReport:
     """Features of all `batches` as a folder of parquet files at `out_path` (replaced); counts."""
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)

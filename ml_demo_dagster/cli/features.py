@@ -70,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
 
+    from pyspark.sql import SparkSession
+
     from glue.contract import BatchInput
     from glue.feature_job import build_features
     from glue.spark import local_spark_session
-
-    from pyspark.sql import SparkSession
 
     owned = SparkSession.getActiveSession() is None
     spark = local_spark_session("ml-demo-features")

@@ -33,7 +33,7 @@ def generate_batch(seed: int, n_ticks: int = 400, spread: float = 2.0, stop: flo
     t = 1_700_000_000_000 + int(rng.integers(0, 1000))
     mid = 30_000.0
     prices = []
-    for i in range(n_ticks):
+    for _ in range(n_ticks):
         r = rng.random()
         if r < 0.08:
             t += int(rng.integers(2_000, 9_000))  # seconds without ticks

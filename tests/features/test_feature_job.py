@@ -9,10 +9,10 @@ import pytest
 from feature_reference import Batch, generate_batch, kernel_inputs, reference_features, write_batch
 
 from glue import contract
+from glue.batch import read_staging_csv
 from glue.contract import BatchInput
 from glue.feature_job import build_features
 from glue.feature_kernel import compute_features
-from glue.batch import read_staging_csv
 from glue.feature_local import build_features_local
 from ml_demo_dagster.cli import main
 from ml_demo_dagster.core import staging
@@ -35,7 +35,9 @@ def _by_batch(path) -> dict[str, dict]:
     for batch_id in set(table.column("batch").to_pylist()):
         part = table.filter(table.column("batch").to_numpy(zero_copy_only=False) == batch_id)
         order = np.argsort(part.column("timestamp").to_numpy(), kind="stable")
-        result[batch_id] = {c: part.column(c).to_numpy(zero_copy_only=False)[order] for c in contract.OUTPUT_COLUMNS[1:5]}
+        result[batch_id] = {
+            c: part.column(c).to_numpy(zero_copy_only=False)[order] for c in contract.OUTPUT_COLUMNS[1:5]
+        }
         features = part.column("features").to_pylist()
         result[batch_id]["features"] = np.array([features[i] for i in order], dtype=np.float32)
     return result
@@ -71,7 +73,9 @@ def test_spark_job_local_job_and_kernel_agree_and_equal_the_reference(spark, tmp
     assert spark_report.totals() == local_report.totals()
     assert spark_report.totals()["rows"] == sum(len(v["timestamp"]) for v in spark_rows.values())
     # Wide float data is written without dictionary encoding.
-    part = next(p for p in (tmp_path / "spark-out").iterdir() if p.suffix == ".parquet" and pq.read_metadata(p).num_rows)
+    part = next(
+        p for p in (tmp_path / "spark-out").iterdir() if p.suffix == ".parquet" and pq.read_metadata(p).num_rows
+    )
     encodings = pq.read_metadata(part).row_group(0).column(5).encodings
     assert not any("DICTIONARY" in e for e in encodings)
 
@@ -98,7 +102,10 @@ def test_seed_format_quirks_parse_in_spark_and_pyarrow_alike(spark, tmp_path):
     staging.read_deals(deals.read_bytes(), str(deals))
     table = read_staging_csv(price, contract.PRICE_COLUMNS)
     assert table.column("BID").to_pylist()[:2] == [5934.209999999999, 5936.1]
-    assert table.column("MID_OPEN").to_pylist()[2] is None and table.column("MARKET_DELAY").to_pylist()[1:3] == [0, None]
+    assert table.column("MID_OPEN").to_pylist()[2] is None and table.column("MARKET_DELAY").to_pylist()[1:3] == [
+        0,
+        None,
+    ]
 
     batch = [BatchInput("q", str(deals), str(price))]
     spark_report = build_features(spark, batch, str(tmp_path / "spark-out"), 2)
@@ -175,7 +182,7 @@ def test_input_files_are_matched_whatever_way_spark_spells_them(tmp_path):
 
     given = {str(tmp_path / "a b.csv"): ("1", "deals"), f"file://{tmp_path}/p.csv": ("1", "price")}
     spark_spelling = [f"file:{tmp_path}/a%20b.csv", f"file:///{tmp_path}/p.csv"]
-    assert _role_of_file(spark_spelling, given) == dict(zip(spark_spelling, given.values()))
+    assert _role_of_file(spark_spelling, given) == dict(zip(spark_spelling, given.values(), strict=True))
     with pytest.raises(FeatureJobError, match="not one of the given files"):
         _role_of_file([*spark_spelling, f"file:{tmp_path}/other.csv"], given)
     with pytest.raises(FeatureJobError, match="not found"):

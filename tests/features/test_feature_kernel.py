@@ -17,13 +17,13 @@ NAN = float("nan")
 def _prices(rows):
     """rows: (timestamp, bid, offer[, mid_open, high, low]) -> kernel price arguments."""
     full = [r + (r[1] - 1, r[2] + 1, r[1] - 2)[len(r) - 3 :] if len(r) < 6 else r for r in rows]
-    ts, bid, offer, mid_open, high, low = (np.array(c) for c in zip(*full))
+    ts, bid, offer, mid_open, high, low = (np.array(c) for c in zip(*full, strict=True))
     return {"price_ts": ts.astype(np.int64), "bid": bid, "offer": offer, "mid_open": mid_open, "high": high, "low": low}
 
 
 def _deals(rows):
     """rows: (timestamp, price, outcome) with stop/limit 5 around the price."""
-    ts, price, outcome = zip(*rows)
+    ts, price, outcome = zip(*rows, strict=True)
     price = np.array(price, dtype=float)
     return {
         "deal_ts": np.array(ts, dtype=np.int64), "deal_price": price,
@@ -116,8 +116,8 @@ def test_first_passage_search_equals_a_scan():
     for n in (0, 1, 2, 3, 7, 8, 9, 100):
         values = rng.normal(size=n)
         start, threshold = rng.integers(0, n + 1, 64), rng.normal(size=64)
-        below = [next((i for i in range(s, n) if values[i] <= t), n) for s, t in zip(start, threshold)]
-        above = [next((i for i in range(s, n) if values[i] >= t), n) for s, t in zip(start, threshold)]
+        below = [next((i for i in range(s, n) if values[i] <= t), n) for s, t in zip(start, threshold, strict=True)]
+        above = [next((i for i in range(s, n) if values[i] >= t), n) for s, t in zip(start, threshold, strict=True)]
         assert first_at_or_below(values, start, threshold).tolist() == below
         assert first_at_or_above(values, start, threshold).tolist() == above
 
