@@ -16,13 +16,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from glue.contract import DEAL_COLUMNS, OUTPUT_COLUMNS, PRICE_COLUMNS
+from glue.contract import DEAL_COLUMNS, OUTPUT_COLUMNS, PRICE_COLUMNS, pack_features
 from glue.feature_kernel import KernelResult, compute_features
 
 _STRINGS = {"loss_or_profit", "type", "UPDATE_TIME", "MARKET_STATE"}
 OUTPUT_SCHEMA = pa.schema([
     ("batch", pa.string()), ("timestamp", pa.int64()), ("label", pa.int8()),
-    ("duration_ms", pa.int64()), ("duration_known", pa.bool_()), ("features", pa.list_(pa.float32())),
+    ("duration_ms", pa.int64()), ("duration_known", pa.bool_()), ("features", pa.binary()),
 ])  # fmt: skip
 assert tuple(OUTPUT_SCHEMA.names) == OUTPUT_COLUMNS
 
@@ -69,7 +69,6 @@ def output_batches(batch_id: str, result: KernelResult, chunk_rows: int = 8192) 
     for start in range(0, max(n, 1), chunk_rows):
         stop = min(n, start + chunk_rows)
         rows = stop - start
-        offsets = pa.array(np.arange(0, (rows + 1) * width, width, dtype=np.int32))
         yield pa.RecordBatch.from_arrays(
             [
                 pa.array(np.full(rows, batch_id, dtype=object), pa.string()),
@@ -77,7 +76,7 @@ def output_batches(batch_id: str, result: KernelResult, chunk_rows: int = 8192) 
                 pa.array(result.label[start:stop]),
                 pa.array(result.duration_ms[start:stop]),
                 pa.array(result.duration_known[start:stop]),
-                pa.ListArray.from_arrays(offsets, pa.array(result.features[start:stop].ravel())),
+                pack_features(result.features[start:stop].reshape(rows, width)),
             ],
             schema=OUTPUT_SCHEMA,
         )

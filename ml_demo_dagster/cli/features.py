@@ -14,9 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ml_demo_dagster.cli.common import UserError
@@ -49,11 +47,10 @@ def _read(path: str) -> bytes:
 def expand_features(table: pa.Table) -> pa.Table:
     """The job's output (features as one array column) as timestamp, label, f0..f<W-1>, by time."""
     table = table.sort_by("timestamp")
-    column = table.column("features").combine_chunks()
-    n = len(column)
-    values = pc.list_flatten(column).to_numpy(zero_copy_only=False)
-    width = len(values) // n if n else 0
-    matrix = values.reshape(n, width) if n else np.zeros((0, 0), dtype=np.float32)
+    from glue.contract import features_matrix
+
+    matrix = features_matrix(table.column("features"))
+    width = matrix.shape[1]
     names = ["timestamp", "label"] + [f"f{i}" for i in range(width)]
     arrays = [table.column("timestamp"), table.column("label")] + [pa.array(matrix[:, i]) for i in range(width)]
     return pa.Table.from_arrays(arrays, names=names)

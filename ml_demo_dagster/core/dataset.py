@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from glue.contract import features_matrix
 from ml_demo_dagster.core.store import ObjectStore
 
 SPLITS = ("train", "validation", "test")
@@ -110,25 +111,8 @@ def _check_table(table: pa.Table, where: str) -> None:
 
 
 def _features_matrix(column: pa.ChunkedArray, where: str) -> np.ndarray:
-    """A list<float> column as a float32 [n, d] matrix; every row must have the same width."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if array.null_count:
-        raise ValueError(f"{where}: {array.null_count} row(s) have no features")
-    if len(array) == 0:
-        return np.zeros((0, 0), dtype=np.float32)
-    if pa.types.is_fixed_size_list(array.type):
-        width = array.type.list_size
-        values = array.flatten()
-    else:
-        offsets = array.offsets.to_numpy()
-        lengths = np.diff(offsets)
-        width = int(lengths[0])
-        bad = np.flatnonzero(lengths != width)
-        if len(bad):
-            raise ValueError(f"{where}: row {int(bad[0])} has {int(lengths[bad[0]])} features, row 0 has {width}")
-        values = array.flatten()
-    X = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(array), width)
-    return X
+    """The feature job's `features` column (packed, or a list of floats) as a float32 [n, d] matrix."""
+    return features_matrix(column, where)
 
 
 def _split_sizes(n: int, split: Sequence[float]) -> tuple[int, int]:

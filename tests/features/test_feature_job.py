@@ -38,8 +38,7 @@ def _by_batch(path) -> dict[str, dict]:
         result[batch_id] = {
             c: part.column(c).to_numpy(zero_copy_only=False)[order] for c in contract.OUTPUT_COLUMNS[1:5]
         }
-        features = part.column("features").to_pylist()
-        result[batch_id]["features"] = np.array([features[i] for i in order], dtype=np.float32)
+        result[batch_id]["features"] = contract.features_matrix(part.column("features"))[order]
     return result
 
 

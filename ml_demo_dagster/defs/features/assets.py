@@ -40,7 +40,7 @@ def batch_features(
         },
         check_results=[
             checks.features_have_no_nan(X, labels),
-            checks.feature_width_is_605(table, cfg.feature_dim),
+            checks.feature_width_is_605(X, cfg.feature_dim),
             checks.label_balance_is_reported(labels),
         ],
     )
