@@ -110,11 +110,6 @@ def _check_table(table: pa.Table, where: str) -> None:
         raise ValueError(f"{where}: missing column(s) {', '.join(missing)}; have {', '.join(table.column_names)}")
 
 
-def _features_matrix(column: pa.ChunkedArray, where: str) -> np.ndarray:
-    """The feature job's `features` column (packed, or a list of floats) as a float32 [n, d] matrix."""
-    return features_matrix(column, where)
-
-
 def _split_sizes(n: int, split: Sequence[float]) -> tuple[int, int]:
     if len(split) != 3 or any(f <= 0 for f in split) or abs(sum(split) - 1.0) > 1e-9:
         raise ValueError(f"split must be three positive fractions summing to 1, got {tuple(split)}")
@@ -139,7 +134,7 @@ def assemble_dataset(
     if n == 0:
         raise ValueError(f"the window of {len(tables)} batch(es) has no feature rows")
 
-    X = _features_matrix(combined.column("features"), "features")
+    X = features_matrix(combined.column("features"), "features")
     timestamp = combined.column("timestamp").to_numpy().astype(np.int64)
     y = combined.column("label").to_numpy().astype(np.int8)
     if not np.isin(y, (0, 1)).all():
@@ -293,7 +288,7 @@ def from_table(table: pa.Table, source: str = "dataset") -> TrainingDataset:
         raise ValueError(f"{source}: dataset format version {meta.get('version')!r} is not supported")
     d = int(meta["feature_dim"])
     split_col = np.asarray(table.column("split").to_pylist(), dtype=object)
-    X_all = _features_matrix(table.column("features"), f"{source}: features")
+    X_all = features_matrix(table.column("features"), f"{source}: features")
     if X_all.size == 0:
         X_all = np.zeros((table.num_rows, d), dtype=np.float32)
     y_all = table.column("label").to_numpy().astype(np.int8)
