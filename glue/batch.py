@@ -1,22 +1,25 @@
-"""One batch, from its two staging CSVs to the job's output rows: shared by both faces of the job.
+"""One batch, from its two staging CSVs to its parquet part file: shared by both faces of the job.
 
-The Spark job (in its tasks) and the single-process job call the same functions here, so
-they parse the seed's CSV format the same way (explicit types: quoted numbers such as
-"0" parse, an empty field is a missing value), feed the same arrays to the kernel, and
-build the same Arrow output. No Spark, Dagster or AWS imports.
+The Spark job (in its tasks) and the single-process job call `run_batch`, so they parse
+the seed's CSV format the same way (explicit types: quoted numbers such as "0" parse, an
+empty field is a missing value), feed the same arrays to the kernel and write the same
+parquet. No Spark, Dagster or AWS imports.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
-from glue.contract import DEAL_COLUMNS, OUTPUT_COLUMNS, PRICE_COLUMNS, pack_features
+from glue import files
+from glue.contract import DEAL_COLUMNS, OUTPUT_COLUMNS, PRICE_COLUMNS, BatchInput, pack_features
 from glue.feature_kernel import KernelResult, compute_features
 
 _STRINGS = {"loss_or_profit", "type", "UPDATE_TIME", "MARKET_STATE"}
@@ -80,3 +83,36 @@ def output_batches(batch_id: str, result: KernelResult, chunk_rows: int = 8192) 
             ],
             schema=OUTPUT_SCHEMA,
         )
+
+
+@dataclass(frozen=True)
+class PartResult:
+    """What one batch's task did: its counts and the part file it wrote."""
+
+    batch_id: str
+    counts: dict[str, int]
+    part_uri: str
+
+
+def part_name(index: int) -> str:
+    """The part file of the index-th batch of a job (deterministic: a retried task overwrites it)."""
+    return f"part-{index:05d}.parquet"
+
+
+def parquet_buffer(table: pa.Table) -> pa.Buffer:
+    """The output table as parquet in memory: dictionary encoding off (wide float data), snappy."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, use_dictionary=False, compression="snappy")
+    return sink.getvalue()
+
+
+def run_batch(batch: BatchInput, index: int, out_uri: str, history_seconds: int) -> PartResult:
+    """Read one batch's staging files, compute its features, write its part file under out_uri."""
+    result = batch_features(
+        files.read_bytes(batch.deals_uri), files.read_bytes(batch.price_uri), history_seconds,
+        names=(batch.deals_uri, batch.price_uri),
+    )  # fmt: skip
+    table = pa.Table.from_batches(list(output_batches(batch.batch_id, result)), schema=OUTPUT_SCHEMA)
+    part = files.join(out_uri, part_name(index))
+    files.write_bytes(part, parquet_buffer(table))
+    return PartResult(batch.batch_id, dict(result.counts), part)

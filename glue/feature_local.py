@@ -1,10 +1,11 @@
 """The feature job in one process with pyarrow and numpy: the yardstick for the Spark job.
 
-Same inputs, same per-batch code (glue.batch: pyarrow CSV parsing, the numpy kernel,
-Arrow output), same parquet layout (a folder of files with glue.contract.OUTPUT_COLUMNS,
-dictionary encoding off, snappy, a `_SUCCESS` marker) as glue.feature_job.build_features,
-without Spark. The benchmark runs both side by side and the tests check that they agree.
-Local files only. No Dagster or AWS imports.
+Same inputs, same per-batch code (glue.batch.run_batch: pyarrow CSV parsing, the numpy
+kernel, the parquet part file), same output layout (a folder of part files with
+glue.contract.OUTPUT_COLUMNS and a `_SUCCESS` marker) as glue.feature_job.build_features,
+without Spark: the difference between the two is only how the batches are spread over
+processes. The benchmark runs both side by side and the tests check that they agree.
+Local files only (the folder is replaced in one rename). No Dagster or AWS imports.
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from glue.batch import OUTPUT_SCHEMA, batch_features, output_batches
+from glue.batch import run_batch
 from glue.contract import BatchInput, FeatureReport
 
 
@@ -32,11 +30,8 @@ def build_features_local(
     counts = {}
     try:
         for i, batch in enumerate(batches):
-            result = batch_features(batch.deals_uri, batch.price_uri, history_seconds)
-            counts[batch.batch_id] = result.counts
-            table = pa.Table.from_batches(list(output_batches(batch.batch_id, result)), schema=OUTPUT_SCHEMA)
-            pq.write_table(table, staging / f"part-{i:05d}.parquet", use_dictionary=False, compression="snappy")
-        (staging / "_SUCCESS").touch()  # the marker Spark writes: consumers wait for it
+            counts[batch.batch_id] = run_batch(batch, i, str(staging), history_seconds).counts
+        (staging / "_SUCCESS").touch()  # the marker the Spark job writes last: consumers wait for it
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)

@@ -3,6 +3,9 @@ the brute-force reference, on seed-format files; and what they do with bad input
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -11,7 +14,7 @@ from feature_reference import Batch, generate_batch, kernel_inputs, reference_fe
 from glue import contract
 from glue.batch import read_staging_csv
 from glue.contract import BatchInput
-from glue.feature_job import build_features
+from glue.feature_job import FeatureJobError, build_features
 from glue.feature_kernel import compute_features
 from glue.feature_local import build_features_local
 from ml_demo_dagster.cli import main
@@ -163,26 +166,45 @@ def test_glue_keeps_the_staging_column_names():
 
 
 @pytest.mark.spark
-def test_partition_keys_send_each_batch_to_its_own_partition(spark):
-    from pyspark.sql import functions as F
+def test_spark_job_replaces_old_output_and_spreads_many_batches_over_few_tasks(spark, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths are resolved on the driver
+    inputs = _batches(tmp_path, seeds=range(20, 27))
+    batches = [BatchInput(b.batch_id, os.path.relpath(b.deals_uri), os.path.relpath(b.price_uri)) for b, _ in inputs]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "part-00099.parquet").write_bytes(b"stale")
+    (out / "_SUCCESS").touch()
+    report = build_features(spark, batches, "out", HISTORY)
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS"] + [f"part-{i:05d}.parquet" for i in range(7)]
+    rows = _by_batch(out)
+    for batch_input, batch in inputs:
+        assert report.batches[batch_input.batch_id] == _assert_equals_reference(
+            rows[batch_input.batch_id], batch, HISTORY
+        )
+    assert list(report.batches) == [b.batch_id for b in batches]
 
-    from glue.feature_job import _murmur3_int, partition_keys
 
-    values = [0, 1, -1, 42, 2**31 - 1, -(2**31)] + list(range(100, 160))
-    hashed = spark.createDataFrame([(v,) for v in values], "v int").select(F.hash("v")).collect()
-    assert [r[0] for r in hashed] == [_murmur3_int(v) for v in values]
-    keys = partition_keys(13)
-    parts = spark.createDataFrame([(k,) for k in keys], "k int").repartition(13, "k").rdd.glom().collect()
-    assert [[row.k for row in part] for part in parts] == [[k] for k in keys]
+@pytest.mark.spark
+def test_spark_job_reports_a_bad_batch_in_one_line_and_leaves_no_output(spark, tmp_path):
+    inputs = _batches(tmp_path, seeds=[30, 31])
+    bad = Path(inputs[1][0].price_uri)
+    lines = bad.read_text().splitlines()
+    lines[4] = lines[4].replace(lines[4].split(",")[1], "not-a-number", 1)
+    bad.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    with pytest.raises(FeatureJobError) as caught:
+        build_features(spark, [b for b, _ in inputs], str(out), HISTORY)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and str(bad) in message and "batch 31" in message
+    assert "Traceback" not in message and "Py4J" not in message
+    assert list(out.iterdir()) == []  # no _SUCCESS, no part files
 
 
-def test_input_files_are_matched_whatever_way_spark_spells_them(tmp_path):
-    from glue.feature_job import FeatureJobError, _role_of_file
-
-    given = {str(tmp_path / "a b.csv"): ("1", "deals"), f"file://{tmp_path}/p.csv": ("1", "price")}
-    spark_spelling = [f"file:{tmp_path}/a%20b.csv", f"file:///{tmp_path}/p.csv"]
-    assert _role_of_file(spark_spelling, given) == dict(zip(spark_spelling, given.values(), strict=True))
-    with pytest.raises(FeatureJobError, match="not one of the given files"):
-        _role_of_file([*spark_spelling, f"file:{tmp_path}/other.csv"], given)
-    with pytest.raises(FeatureJobError, match="not found"):
-        _role_of_file(spark_spelling[:1], given)
+def test_spark_job_refuses_inputs_it_cannot_tell_apart(tmp_path):
+    a = BatchInput("1", str(tmp_path / "d.csv"), str(tmp_path / "p.csv"))
+    with pytest.raises(FeatureJobError, match="no batches"):
+        build_features(None, [], str(tmp_path / "o"), HISTORY)
+    with pytest.raises(FeatureJobError, match="not unique"):
+        build_features(None, [a, BatchInput("1", "x", "y")], str(tmp_path / "o"), HISTORY)
+    with pytest.raises(FeatureJobError, match="given twice"):
+        build_features(None, [a, BatchInput("2", f"file://{tmp_path}/d.csv", "y")], str(tmp_path / "o"), HISTORY)
