@@ -116,12 +116,12 @@ class LocalEndpointDeployer(DeployerResource):
 
 
 def _local(config: ProjectConfig) -> dict[str, Any]:
-    from glue.spark import LOCAL_SPARK_CONF
+    from glue.spark import local_spark_conf
 
     return {
         "project": ProjectConfigResource(),
         "store": StoreResource(url=config.store_url, region=config.project.region),
-        "feature_job": LocalSparkFeatureJob(spark=LazyPySparkResource(spark_config=LOCAL_SPARK_CONF)),
+        "feature_job": LocalSparkFeatureJob(spark=LazyPySparkResource(spark_config=local_spark_conf())),
         "tuner": LocalTuner(),
         "deployer": LocalEndpointDeployer(host=config.serving.host, port=config.serving.port),
     }
