@@ -10,7 +10,7 @@ deals, the streamer's batch size):
   --naive-budget seconds it runs on the first whole batches only and is extrapolated
   linearly by deal count (the table says so).
 - numpy/pyarrow: glue.feature_local.build_features_local, one process.
-- Spark: glue.feature_job.build_features on local Spark (glue.spark.LOCAL_SPARK_CONF), each
+- Spark: glue.feature_job.build_features on local Spark (glue.spark.local_spark_conf()), each
   size in a fresh process, timed with and without the session start.
 
 Data: a random walk (~1 tick/s, exponential gaps plus occasional 5-30 s gaps), the dealer
@@ -48,6 +48,7 @@ from glue.batch import OUTPUT_SCHEMA, read_staging_csv  # noqa: E402
 from glue.contract import DEAL_COLUMNS, PRICE_COLUMNS, BatchInput, features_matrix, pack_features  # noqa: E402
 from glue.feature_kernel import first_at_or_above, first_at_or_below  # noqa: E402
 from glue.feature_local import build_features_local  # noqa: E402
+from glue.spark import class_archive_path  # noqa: E402
 
 BATCH_DEALS = 10_000
 DATA_DIR = ROOT / "benchmarks" / ".data" / "features"
@@ -346,6 +347,7 @@ def render(results, started, history, loads, argv, repeat) -> str:
         "",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC",
         f"- Machine: {machine()}",
+        f"- Spark class archive (glue/spark.py): {'used' if class_archive_path().is_file() else 'not built'}",
         f"- Load average (1 min), sampled after each timed run: {min(loads):.1f} to {max(loads):.1f}, "
         f"mean {sum(loads) / len(loads):.1f} (other sessions shared this 2-core machine; Spark, using both "
         "cores, suffers more from that than the one-core numpy/pyarrow job)",
@@ -396,14 +398,23 @@ def render(results, started, history, loads, argv, repeat) -> str:
             f"An 8x margin over it needs Spark done in {big['naive_s'] / 8:.0f} s, session start included; "
             f"the session start alone took {big['spark_session_s']:.0f} s here, and the single-process "
             f"numpy/pyarrow job, which does the same work with no Spark overhead at all, took {big['numpy_s']:.0f} s.",
+            "- How the Spark job got here (same benchmark, 1M deals): the first shape read the staging files with "
+            "Spark (`binaryFile`), shuffled each batch's two files into one partition, computed in `mapInArrow` "
+            "and wrote with Spark's parquet writer: 42-54 s of job time. Its event log showed where that went: "
+            "a Spark job just to list the 200 input files (5 s: Spark lists in parallel above 32 paths), "
+            "collecting the paths and planning (about 7 s), the shuffle (3 s), and the features going through "
+            "the JVM to parquet-mr: the same job with a no-op writer took 30 s instead of 54. Now each task reads "
+            "its batches, computes and writes their part files with pyarrow, and only counts go through the JVM "
+            "(glue/feature_job.py). The job's time is Python work on both cores plus about 3 s of first-job "
+            "warm-up (Python workers starting and importing numpy/pyarrow).",
+            "- Session start: the driver JVM runs with the C1 JIT only and a class-data-sharing archive that "
+            "`make` builds once per virtualenv (glue/spark.py). Session start plus a first trivial job measured "
+            "16 s with Spark's defaults, 11 s with C1 only, 6.5-7 s with both.",
             "- `features` is written packed, one binary value of 605 float32 per row "
-            "(glue.contract.pack_features). As `array<float>`, parquet-mr wrote 605 values a row and the "
-            "write dominated: the same benchmark then gave Spark 65.9 s (job) / 76.5 s (total) and "
-            "numpy/pyarrow 27.7 s at 1M; a 100k x 605 write alone took 6 s as a list against 1 s packed.",
-            "- Writing the parquet from the Python tasks with pyarrow instead of Spark's writer (a prototype "
-            "with the list layout, not kept) was no faster at 1M.",
-            "- Each Spark size runs in a fresh JVM, so its 'job' time includes the first job's warm-up "
-            "(JIT, Python workers importing numpy/pyarrow): that is most of the 10k time.",
+            "(glue.contract.pack_features). As `array<float>`, parquet wrote 605 values a row and the "
+            "write dominated (a 100k x 605 write took 6 s as a list against 1 s packed).",
+            "- Each Spark size runs in a fresh JVM, so its 'job' time includes the first job's warm-up: "
+            "that is most of the 10k time.",
         ]
     return "\n".join(lines) + "\n"
 
