@@ -21,24 +21,23 @@ from ml_demo_dagster.config import load_config
 PROGRESS_EVERY_S = 5.0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
-    return value
+def _whole_number(low: int, high: int | None = None, range_text: str = ""):
+    """An argparse type: a whole number in [low, high] (no upper bound if high is None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {range_text or f'>= {low}'} (got {value})")
+        return value
+
+    return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63-1 (got {value})")
-    return value
+_positive_int = _whole_number(1)
+_seed = _whole_number(0, 2**63 - 1, "between 0 and 2**63-1")
 
 
 def _speed(text: str) -> float:
