@@ -21,13 +21,20 @@ from pathlib import Path
 from ml_demo_dagster.cli.common import UserError
 from ml_demo_dagster.config import REPO_DIR, default_config
 
-DAGSTER_YAML = """\
-# Written by `ml-demo up`. One retraining run at a time: runs for batches that land
+HEADER = "# Written by `ml-demo up`."
+DAGSTER_YAML = f"""\
+{HEADER} One retraining run at a time: runs for batches that land
 # while one is busy wait in the queue (none is dropped), and each sees the champion
 # that the previous run left.
 concurrency:
   runs:
     max_concurrent_runs: 1
+# The queue is checked every second (Dagster's default is 5 s): a batch's run starts sooner.
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
 # A run cut short (Ctrl-C, a crash) is started again, so its batch is not lost; a run
 # that failed on its data (a malformed batch, a failed check) is not.
 run_retries:
@@ -43,7 +50,8 @@ def dagster_home() -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or REPO_DIR / ".ml-demo" / "dagster_home")
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
-    if not settings.exists():
+    # Ours (it starts with our header) is kept up to date; one a user wrote is left alone.
+    if not settings.exists() or settings.read_text().startswith(HEADER):
         settings.write_text(DAGSTER_YAML)
     return home
 

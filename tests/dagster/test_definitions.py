@@ -53,3 +53,24 @@ def test_unknown_target_is_a_clear_error():
 
     with pytest.raises(ValueError, match="target 'aws' is not available in this build"):
         build_definitions("aws")
+
+
+def test_make_run_instance_runs_one_at_a_time_dequeues_every_second_and_retries(tmp_path, monkeypatch):
+    from ml_demo_dagster.cli.up import dagster_home
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    home.mkdir()
+    (home / "dagster.yaml").write_text("# Written by `ml-demo up`. (an older version)\n")
+    assert dagster_home() == home
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 1
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+    finally:
+        instance.dispose()
+    mine = "telemetry:\n  enabled: false\n"
+    (home / "dagster.yaml").write_text(mine)
+    dagster_home()
+    assert (home / "dagster.yaml").read_text() == mine  # a user's own settings are left alone
