@@ -28,7 +28,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -44,6 +43,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import describe_machine  # noqa: E402
 from glue.batch import OUTPUT_SCHEMA, read_staging_csv  # noqa: E402
 from glue.contract import DEAL_COLUMNS, PRICE_COLUMNS, BatchInput, features_matrix, pack_features  # noqa: E402
 from glue.feature_kernel import first_at_or_above, first_at_or_below  # noqa: E402
@@ -218,15 +218,11 @@ def run_spark(batches: list[BatchInput], out: Path, history: int) -> dict:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    mem = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
     import pyspark
 
     java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
     return (
-        f"{os.cpu_count()} cores ({cpu}), {mem / 2**20:.0f} GiB RAM, {platform.system()} {platform.release()}; "
-        f"Python {platform.python_version()}, numpy {np.__version__}, pyarrow {pa.__version__}, "
-        f"pyspark {pyspark.__version__}, {java}"
+        f"{describe_machine()}, numpy {np.__version__}, pyarrow {pa.__version__}, pyspark {pyspark.__version__}, {java}"
     )
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.machine import describe_machine  # noqa: E402
+
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 STAGES = [
@@ -131,7 +133,7 @@ def print_table(args, config, title: str, header: list[str], rows: list[dict]) -
     """The results as a markdown table, seconds with one decimal."""
     print(f"# freshness: {args.batch_size:,}-deal batches, {config.tuning.max_jobs} trials, "
           f"{config.tuning.max_parallel_jobs} in parallel, {title}")  # fmt: skip
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d}")
+    print(f"# {describe_machine()}, {datetime.now(UTC):%Y-%m-%d}")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:

@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import itertools
 import os
-import platform
 import random
 import re
 import sys
@@ -34,6 +33,7 @@ sys.path.insert(0, str(_HERE.parent))
 
 import pyarrow as pa  # noqa: E402
 
+from benchmarks.machine import describe_machine  # noqa: E402
 from ml_demo_dagster.config import default_config  # noqa: E402
 from ml_demo_dagster.core.staging import PRICE_SCHEMA  # noqa: E402
 from ml_demo_dagster.core.store import LocalStore  # noqa: E402
@@ -47,18 +47,6 @@ REPO = _HERE.parent
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 SECTION = "## Streamer"
 OPEN_TARGET = 10_000
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()}"
 
 
 def best_replay(path: Path, dealer_name: str, config, repeats: int) -> dict:
@@ -214,7 +202,7 @@ def main() -> int:
     ]
     text = "\n".join(
         [
-            f"Machine: {machine()}. Date: {dt.date.today().isoformat()}. One process, one thread "
+            f"Machine: {describe_machine()}. Date: {dt.date.today().isoformat()}. One process, one thread "
             f"(Arrow's thread pools set to 1). Load average during the run: {load[0]:.1f} "
             "(other work shared the 2 cores), so the CPU-time rate (this process's CPU seconds) "
             "is given beside the wall-clock rate.",

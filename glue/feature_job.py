@@ -53,10 +53,10 @@ def build_features(spark, batches: Sequence[BatchInput], out_uri: str, history_s
     ids = [b.batch_id for b in batches]
     if len(set(ids)) != len(ids):
         raise FeatureJobError("batch ids are not unique")
-    uris = [files.local_path(u) or u for b in batches for u in (b.deals_uri, b.price_uri)]
+    batches = [BatchInput(b.batch_id, _absolute(b.deals_uri), _absolute(b.price_uri)) for b in batches]
+    uris = [u for b in batches for u in (b.deals_uri, b.price_uri)]
     if len(set(uris)) != len(uris):
         raise FeatureJobError("the same file is given twice")
-    batches = [BatchInput(b.batch_id, _absolute(b.deals_uri), _absolute(b.price_uri)) for b in batches]
     out_uri = _absolute(out_uri)
 
     sc = spark.sparkContext

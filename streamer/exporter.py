@@ -17,6 +17,7 @@ Files are formatted by `streamer.formatting.format_csv`: byte for byte what
 
 from __future__ import annotations
 
+import contextlib
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
@@ -90,10 +91,9 @@ class Exporter:
             self.store.put_bytes(deals_key(batch_id), deals_data)
         except BaseException:
             # Without its deals file the batch is incomplete: take the price file back.
-            try:
+            # If that fails too, the sensor still never runs it: it waits for the deals file.
+            with contextlib.suppress(StoreError):
                 self.store.delete(price_key(batch_id))
-            except StoreError:
-                pass
             raise
         del self._pending[: self.batch_size]
         self.batch_ids.append(batch_id)

@@ -10,6 +10,7 @@ staging sensor is on by default, so each batch is retrained on without a click. 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -59,10 +60,8 @@ def dagster_home() -> Path:
 def _stop(procs: dict[str, subprocess.Popen], grace: float = 20.0) -> None:
     for proc in procs.values():
         if proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it has just exited
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
     deadline = time.monotonic() + grace
     for proc in procs.values():
         try:

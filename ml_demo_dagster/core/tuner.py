@@ -205,7 +205,6 @@ def _run_trial(number: int, tuned: dict[str, Any], hyperparameters: dict[str, An
     """Train and score one trial; never raises (a failure is part of the result)."""
     started = time.time()
     clock = time.perf_counter()
-    common = dict(number=number, tuned=tuned, hyperparameters=hyperparameters, worker=os.getpid(), seed=seed)
     try:
         ds: TrainingDataset = _WORKER["dataset"]
         model = _WORKER["train_fn"](ds.train.X, ds.train.y, ds.validation.X, ds.validation.y, hyperparameters, seed)
@@ -213,30 +212,15 @@ def _run_trial(number: int, tuned: dict[str, Any], hyperparameters: dict[str, An
         objective = float(validation["precision_at_target_recall"])
         if not math.isfinite(objective):
             raise FloatingPointError(f"objective is {objective}")
-        data = model.to_bytes()
-        return TrialResult(
-            **common,
-            state=COMPLETED,
-            objective=objective,
-            validation=validation,
-            seconds=time.perf_counter() - clock,
-            started_at=started,
-            finished_at=time.time(),
-            model_bytes=data,
-        )
+        outcome = dict(state=COMPLETED, objective=objective, validation=validation, model_bytes=model.to_bytes())
     except Exception as e:  # any failure of one trial is that trial's result
         last = traceback.extract_tb(e.__traceback__)[-1:] or [None]
         where = f" ({os.path.basename(last[0].filename)}:{last[0].lineno})" if last[0] else ""
-        return TrialResult(
-            **common,
-            state=FAILED,
-            objective=None,
-            validation=None,
-            seconds=time.perf_counter() - clock,
-            started_at=started,
-            finished_at=time.time(),
-            error=f"{type(e).__name__}: {e}{where}",
-        )
+        outcome = dict(state=FAILED, objective=None, validation=None, error=f"{type(e).__name__}: {e}{where}")
+    return TrialResult(
+        number=number, tuned=tuned, hyperparameters=hyperparameters, worker=os.getpid(), seed=seed,
+        seconds=time.perf_counter() - clock, started_at=started, finished_at=time.time(), **outcome,
+    )  # fmt: skip
 
 
 def tune(
