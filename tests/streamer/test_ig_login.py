@@ -91,7 +91,9 @@ def test_an_answer_without_tokens_is_a_clear_error(fake):
 
 
 def test_a_wrong_base_url_says_what_answered(fake):
-    with pytest.raises(IGLoginRefused, match=rf"at {fake.ls_url}/session: HTTP 404 \(no IG login there: is ig.base_url"):
+    with pytest.raises(
+        IGLoginRefused, match=rf"at {fake.ls_url}/session: HTTP 404 \(no IG login there: is ig.base_url"
+    ):
         login(fake.ls_url, creds(fake), timeout=5)
 
 

@@ -7,10 +7,10 @@ import pytest
 from ml_demo_dagster.core.staging import PRICE_COLUMNS, format_rows, price_rows, read_prices
 from streamer.sources.ig import FIELDS, MalformedUpdate, TickAssembler
 
-FULL = {
+FULL = {  # the seed's own example message
     "UPDATE_TIME": "11:03:40", "BID": "5918.21", "OFFER": "5954.21", "CHANGE": "-31.32", "CHANGE_PCT": "-0.52",
     "MID_OPEN": "5967.53", "HIGH": "6177.00", "LOW": "5885.50", "MARKET_STATE": "TRADEABLE", "MARKET_DELAY": "0",
-}  # fmt: skip  (the seed's own example message)
+}  # fmt: skip
 
 
 class Clock:
