@@ -24,8 +24,10 @@ with the same tokens). When the server refuses or closes the session (for instan
 IG's session expired and the tokens no longer open one), the library stops; this source
 then logs in again for fresh tokens and reconnects. While the link is down no tick is
 made up: the first tick after it logs the gap and its length. A failed attempt is a
-connection attempt that ends without the link coming up (or a login without an answer);
-after `ig.max_failed_attempts` of them in a row, iteration raises IGFeedLost (one line).
+connection attempt that ends before any update arrives (unless the link held for a minute),
+or a login without an answer; after `ig.max_failed_attempts` of them in a row, iteration
+raises IGFeedLost (one line), so a session that is refused or cut at once, again and
+again, ends the run instead of hammering IG with logins.
 A refused login (wrong credentials) raises IGLoginRefused at once: retrying cannot help.
 No Dagster imports; no AWS imports unless the credentials come from Secrets Manager.
 """
@@ -62,6 +64,7 @@ _PRICES = ("BID", "OFFER")  # required on every tick, finite and > 0 (a deal's p
 _LOG_FIRST_MALFORMED, _LOG_MALFORMED_EVERY = 20, 100
 _POLL_S = 0.25  # how often a quiet feed looks at the stop event
 _REASON_WAIT_S = 1.0  # after the library stops, how long its reason may take to arrive
+_STABLE_S = 60.0  # a link up this long ends a run of failed attempts even if no update came
 
 
 class IGFeedLost(IGError):
@@ -235,6 +238,7 @@ class IGSource(MarketSource):
         self._failed = 0  # failed attempts in a row
         self._status = ""
         self._link_up = False
+        self._up_since = 0.0  # monotonic time the link came up
         self._down_since: float | None = None  # monotonic time the link went down
         self._gap_pending = False
         self._last_tick_ms: int | None = None
@@ -257,11 +261,13 @@ class IGSource(MarketSource):
                         self._restart(f"the client stopped ({self._status})")  # with no reason given
                     continue
                 if isinstance(event, Tick):
+                    self._failed = 0  # data flows: the attempts so far did succeed
                     self._note_tick(event)
                     yield event
                 elif isinstance(event, _Status):
                     self._on_status(event)
                 elif isinstance(event, _Malformed):
+                    self._failed = 0
                     self.malformed += 1
                     if self.malformed <= _LOG_FIRST_MALFORMED or not self.malformed % _LOG_MALFORMED_EVERY:
                         log.warning("IG update set aside (%d so far): %s", self.malformed, event.reason)
@@ -330,11 +336,13 @@ class IGSource(MarketSource):
         if status.startswith("CONNECTED:") and status != "CONNECTED:STREAM-SENSING":
             if self._down_since is not None:
                 log.info("Lightstreamer: connected again after %.1f s", event.at - self._down_since)
-            self._failed, self._link_up, self._down_since = 0, True, None
+            self._link_up, self._up_since, self._down_since = True, event.at, None
             return
         if not (status == "STALLED" or status.startswith("DISCONNECTED")):
             return
         if self._link_up:
+            if event.at - self._up_since >= _STABLE_S:
+                self._failed = 0  # a link that held this long was a success, data or not
             self._link_up, self._gap_pending, self._down_since = False, True, event.at
             log.warning("Lightstreamer: the link is down (%s); no ticks until it is back", status)
         elif status.startswith("DISCONNECTED:") and previous != "STALLED":
@@ -344,8 +352,8 @@ class IGSource(MarketSource):
             self._stopped_at = event.at
 
     def _on_server_error(self, event: _ServerError) -> None:
-        log.warning("Lightstreamer: the server refused or closed the session (code %s: %s)", event.code, event.message)
-        self._restart(f"the server refused the session: code {event.code} {event.message}".rstrip())
+        log.warning("Lightstreamer: the session was refused or closed (code %s: %s)", event.code, event.message)
+        self._restart(f"the session was refused or closed: code {event.code} {event.message}".rstrip())
 
     def _restart(self, reason: str) -> None:
         """The library stopped trying (the session was refused or closed): log in afresh and

@@ -38,6 +38,7 @@ class _Subscription:
     fields: list[str]
     mode: str
     snapshot: bool
+    updated: bool = False  # has had its first update
 
 
 @dataclass
@@ -83,6 +84,7 @@ class FakeIG:
         self.rest_down = False  # True: POST /session answers 503
         self.omit_tokens = False  # True: a good login is answered without CST / X-SECURITY-TOKEN
         self.refuse_sessions = False  # True: every create_session gets CONERR, valid tokens or not
+        self.end_sessions = False  # True: every session is ended (END) right after its subscription
         self._valid_tokens: set[tuple[str, str]] = set()
         self._sessions: dict[str, _Session] = {}
         self._current: _Session | None = None
@@ -145,9 +147,17 @@ class FakeIG:
                     raise AssertionError(f"fake IG: timed out after {timeout} s waiting for {what}")
                 self._cond.wait(min(remaining, 0.5))
 
-    def wait_subscribed(self, count: int = 1, timeout: float = 20) -> _Subscription:
-        """Wait until `count` subscriptions were made in all; returns the latest."""
-        self.wait_for(lambda: len(self.subscriptions) >= count, timeout, f"subscription #{count}")
+    def wait_subscribed(self, count: int = 1, timeout: float = 20, process=None) -> _Subscription:
+        """Wait until `count` subscriptions were made in all; returns the latest. With a
+        `process` (a Popen of the streamer), fail at once with its output if it ends first."""
+        self.wait_for(
+            lambda: len(self.subscriptions) >= count or (process is not None and process.poll() is not None),
+            timeout,
+            f"subscription #{count}",
+        )
+        if len(self.subscriptions) < count:
+            out, err = process.communicate()
+            raise AssertionError(f"the streamer ended (exit {process.returncode}) before subscribing:\n{out}{err}")
         return self.subscriptions[-1]
 
     # -- IG REST ------------------------------------------------------------------------
@@ -291,6 +301,9 @@ class FakeIG:
                 if sub.snapshot and self.item_state:
                     await write(self._update_line(sub, dict(self.item_state), record=True))
                 self.subscriptions.append(sub)
+                if self.end_sessions:
+                    await write("END,33,Unexpected error on the server")
+                    self._close(session)
             elif op == "delete":
                 session.subscriptions.pop(int(req.get("LS_subId", -1)), None)
                 await write(f"REQOK,{req_id}")
@@ -317,8 +330,12 @@ class FakeIG:
 
     def _update_line(self, sub: _Subscription, changes: Mapping[str, object], record: bool) -> str:
         encoded = []
+        first = not sub.updated  # a subscription's first update carries every field, as a real server's
+        sub.updated = True
         for name in sub.fields:
             value = changes.get(name, UNCHANGED)
+            if value is UNCHANGED and first:
+                value = self.item_state.get(name)
             if value is UNCHANGED:
                 encoded.append("")
                 continue

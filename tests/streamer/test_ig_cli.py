@@ -108,7 +108,7 @@ def fake():
 def test_one_complete_batch_whose_prices_are_exactly_the_updates_sent(fake, tmp_path):
     store = tmp_path / "store"
     proc = start_cli(fake, "--max-batches", "1", "--batch-size", "100", "--store", str(store))
-    fake.wait_subscribed()
+    fake.wait_subscribed(process=proc)
     fake.send_many(market(110, seed=1))
     out, err = finish(proc)
     assert proc.returncode == 0, err
@@ -122,10 +122,10 @@ def test_a_dropped_connection_reconnects_gets_more_ticks_and_logs_the_gap(fake, 
     store = tmp_path / "store"
     proc = start_cli(fake, "--max-batches", "1", "--batch-size", "100", "--store", str(store))
     updates = market(110, seed=2)
-    fake.wait_subscribed()
+    fake.wait_subscribed(process=proc)
     fake.send_many(updates[:50])
     fake.drop()
-    fake.wait_subscribed(2)  # a new session; its snapshot repeats the last state, then more ticks
+    fake.wait_subscribed(2, process=proc)  # a new session; its snapshot repeats the last state, then more ticks
     fake.send_many(updates[50:])
     out, err = finish(proc)
     assert proc.returncode == 0, err
@@ -175,7 +175,7 @@ def test_options_the_live_source_cannot_honour_are_refused(fake, tmp_path):
 def test_the_feed_lost_for_good_exits_1_with_one_clear_last_line(fake, tmp_path):
     proc = start_cli(fake, "--batch-size", "100", "--store", str(tmp_path / "store"),
                      ML_DEMO__IG__MAX_FAILED_ATTEMPTS="3")  # fmt: skip
-    fake.wait_subscribed()
+    fake.wait_subscribed(process=proc)
     fake.send_many(market(5, seed=3))
     fake.stop_serving()
     _, err = finish(proc)
@@ -196,7 +196,7 @@ def test_streaming_from_ig_loads_no_dagster_spark_sklearn_or_boto3(fake, tmp_pat
     )
     proc = subprocess.Popen([sys.executable, "-c", code], env=env_for(fake), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
-    fake.wait_subscribed()
+    fake.wait_subscribed(process=proc)
     fake.send_many(market(10, seed=4))
     out, err = finish(proc)
     assert proc.returncode == 0, err

@@ -206,7 +206,7 @@ def test_cli_outputs_show_no_secret(fake, tmp_path, moto_endpoint, secret_store)
         {"ig_identifier": fake.identifier, "ig_password": PASSWORD, "ig_api_key": API_KEY}))  # fmt: skip
     proc = run_cli(fake, tmp_path / "store", "--max-batches", "1", "--batch-size", "5", IG_PASSWORD="", IG_API_KEY="",
                    ML_DEMO__IG__SECRET_NAME=name, AWS_ENDPOINT_URL=moto_endpoint)  # fmt: skip
-    fake.wait_subscribed()
+    fake.wait_subscribed(process=proc)
     fake.send_many(market(10))
     outputs.append("".join(proc.communicate(timeout=60)))
     assert proc.returncode == 0, outputs[-1]

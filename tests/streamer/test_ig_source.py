@@ -189,7 +189,7 @@ def test_an_expired_session_is_renewed_with_a_fresh_login(fake, open_reader, cap
     latest = fake.logins[-1]
     assert fake.create_requests[-1]["LS_password"] == f"CST-{latest.cst}|XST-{latest.token}"
     messages = [r.getMessage() for r in caplog.records]
-    assert any("the server refused or closed the session (code 1: User/password check failed)" in m for m in messages)
+    assert any("the session was refused or closed (code 1: User/password check failed)" in m for m in messages)
     assert len(reader.source.gaps) == 1
 
 
@@ -222,9 +222,19 @@ def test_a_streaming_server_that_refuses_every_session_ends_with_its_reason(fake
     error = reader.wait_done(timeout=30)
     assert str(error) == (
         "IG feed lost: 2 connection attempts failed in a row "
-        "(last: the server refused the session: code 1 User/password check failed)"
+        "(last: the session was refused or closed: code 1 User/password check failed)"
     )
     assert len(fake.logins) == 2  # a fresh login before the second attempt
+
+
+def test_sessions_that_end_before_any_update_count_as_failed_attempts(fake, open_reader):
+    fake.end_sessions = True  # each session is up a moment, then ended: no data ever flows
+    reader = open_reader(max_failed_attempts=3)
+    error = reader.wait_done(timeout=30)
+    assert isinstance(error, IGFeedLost) and str(error).endswith(
+        "(last: the session was refused or closed: code 33 Unexpected error on the server)"
+    )
+    assert len(fake.subscriptions) == 3 and reader.ticks == []
 
 
 def test_wrong_credentials_fail_at_construction(fake):
