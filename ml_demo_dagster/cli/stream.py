@@ -64,6 +64,13 @@ def register(subparsers) -> None:
             "staging/ in the store. Stops after --max-batches, at the end of a replay, or on "
             "Ctrl-C/SIGTERM (after the current tick; never half a batch)."
         ),
+        epilog=(
+            "--source ig logs in to IG (ig.base_url: the demo API by default) with IG_IDENTIFIER, "
+            "IG_PASSWORD and IG_API_KEY from the environment, or from the AWS Secrets Manager secret "
+            "ig.secret_name (keys ig_identifier, ig_password, ig_api_key), and follows market.epic "
+            "through Lightstreamer; it reconnects by itself and exits with code 1 after "
+            "ig.max_failed_attempts failed connection attempts in a row."
+        ),
     )
     parser.add_argument("--source", choices=("sim", "replay", "ig"), default="sim", help="market source (default: sim)")
     add_store_argument(parser)

@@ -87,6 +87,7 @@ class FakeIG:
         self.end_sessions = False  # True: every session is ended (END) right after its subscription
         self._valid_tokens: set[tuple[str, str]] = set()
         self._sessions: dict[str, _Session] = {}
+        self._connections: set[Callable[[], None]] = set()  # how to cut each open WebSocket
         self._current: _Session | None = None
         self._sid = itertools.count(1)
         self._cond = threading.Condition()
@@ -115,7 +116,7 @@ class FakeIG:
         ls.router.add_get("/lightstreamer", self._ls_websocket)
         ls.router.add_post("/lightstreamer/{request}.txt", self._ls_http)
         for app, attr in ((rest, "rest_url"), (ls, "ls_url")):
-            runner = web.AppRunner(app, access_log=None)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
@@ -124,8 +125,8 @@ class FakeIG:
             self._runners.append(runner)
 
     async def _stop(self) -> None:
-        for session in list(self._sessions.values()):
-            session.abort()
+        for abort in list(self._connections):  # every WebSocket, in a session or not
+            abort()
         runners, self._runners = self._runners, []
         for runner in runners:
             await runner.cleanup()
@@ -229,6 +230,7 @@ class FakeIG:
             if request.transport is not None:
                 request.transport.close()
 
+        self._connections.add(abort)
         keepalive = asyncio.ensure_future(self._probes(write))
         try:
             async for msg in ws:
@@ -249,6 +251,7 @@ class FakeIG:
                 self._changed()
         finally:
             keepalive.cancel()
+            self._connections.discard(abort)
             if session is not None:
                 self._close(session)
         return ws

@@ -11,7 +11,7 @@ import time
 import pytest
 from ig_fakes import FakeIG
 
-from ml_demo_dagster.config import load_config
+from ml_demo_dagster.config import ConfigError, load_config
 from streamer.sources import make_source
 from streamer.sources.ig import FIELDS, IGFeedLost, IGSource
 from streamer.sources.ig_login import IGCredentialsError, IGLoginRefused
@@ -268,3 +268,17 @@ def test_the_registry_builds_it_and_refuses_options_it_cannot_honour(fake, monke
     assert isinstance(source, IGSource) and source.logins == 1
     with pytest.raises(ValueError, match="source 'ig' does not take speed"):
         make_source("ig", config_for(fake), speed=2.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "key"),
+    [("BASE_URL", "ftp://ig.example", "ig.base_url"), ("MAX_FAILED_ATTEMPTS", "0", "ig.max_failed_attempts"),
+     ("RETRY_DELAY_SECONDS", "-1", "ig.retry_delay_seconds"), ("SECRET_NAME", "a b", "ig.secret_name")],
+)  # fmt: skip
+def test_bad_ig_settings_are_one_line_naming_the_key(name, value, key):
+    with pytest.raises(ConfigError, match=rf"^config .*: {key}: "):
+        load_config(environ={f"ML_DEMO__IG__{name}": value})
+
+
+def test_the_default_is_igs_demo_api():
+    assert load_config(environ={}).ig.base_url == "https://demo-api.ig.com/gateway/deal"
