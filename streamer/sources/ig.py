@@ -71,6 +71,10 @@ class IGFeedLost(IGError):
     """The feed could not be brought back within ig.max_failed_attempts attempts in a row."""
 
 
+class _Interrupted(IGError):
+    """The stop event was set while logging in."""
+
+
 class MalformedUpdate(ValueError):
     """An update leaves a field that cannot be a tick's value; the message names field and value."""
 
@@ -275,6 +279,8 @@ class IGSource(MarketSource):
                     self._on_server_error(event)
                 elif isinstance(event, _Fatal):
                     raise event.error
+        except _Interrupted:
+            return  # a stop while logging in again: the end of the stream, not an error
         finally:
             self._disconnect()
 
@@ -298,7 +304,7 @@ class IGSource(MarketSource):
                 self._failure(str(e))
                 log.warning("%s; trying again in %g s", e, self.settings.retry_delay_seconds)
                 if self._stop.wait(self.settings.retry_delay_seconds):
-                    raise IGError("stopped while logging in to IG") from None
+                    raise _Interrupted("stopped while logging in to IG") from None
                 continue
             self.logins += 1
             log.info("logged in to IG at %s; streaming from %s", self.settings.base_url, session.lightstreamer_endpoint)
@@ -335,7 +341,10 @@ class IGSource(MarketSource):
         log.info("Lightstreamer: %s", status)
         if status.startswith("CONNECTED:") and status != "CONNECTED:STREAM-SENSING":
             if self._down_since is not None:
-                log.info("Lightstreamer: connected again after %.1f s", event.at - self._down_since)
+                log.info(
+                    "Lightstreamer: connected again, %.1f s after the link was reported down",
+                    event.at - self._down_since,
+                )
             self._link_up, self._up_since, self._down_since = True, event.at, None
             return
         if not (status == "STALLED" or status.startswith("DISCONNECTED")):

@@ -5,7 +5,9 @@ one line), giving up after failed attempts, and a start without Dagster, Spark o
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import subprocess
 import sys
 
@@ -22,17 +24,17 @@ FAST = {
 STOP = LIMIT = 20.0  # dealer.stop and dealer.limit in the project config
 
 
-def env_for(fake: FakeIG, **override) -> dict[str, str]:
-    import os
-
+def env_for(fake: FakeIG, fast: bool = True, **override) -> dict[str, str]:
+    """The issue's environment (credentials and ML_DEMO__IG__BASE_URL), with the library's
+    timers shortened unless fast=False."""
     return {
-        **os.environ, **FAST, "ML_DEMO__IG__BASE_URL": fake.rest_url,
+        **os.environ, **(FAST if fast else {}), "ML_DEMO__IG__BASE_URL": fake.rest_url,
         "IG_IDENTIFIER": fake.identifier, "IG_PASSWORD": fake.password, "IG_API_KEY": fake.api_key, **override,
     }  # fmt: skip
 
 
-def start_cli(fake: FakeIG, *args: str, **env) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, "stream", "--source", "ig", *args], env=env_for(fake, **env),
+def start_cli(fake: FakeIG, *args: str, fast: bool = True, **env) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, "stream", "--source", "ig", *args], env=env_for(fake, fast, **env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
@@ -107,7 +109,7 @@ def fake():
 
 def test_one_complete_batch_whose_prices_are_exactly_the_updates_sent(fake, tmp_path):
     store = tmp_path / "store"
-    proc = start_cli(fake, "--max-batches", "1", "--batch-size", "100", "--store", str(store))
+    proc = start_cli(fake, "--max-batches", "1", "--batch-size", "100", "--store", str(store), fast=False)
     fake.wait_subscribed(process=proc)
     fake.send_many(market(110, seed=1))
     out, err = finish(proc)
@@ -131,7 +133,7 @@ def test_a_dropped_connection_reconnects_gets_more_ticks_and_logs_the_gap(fake, 
     assert proc.returncode == 0, err
     assert_batch_is_what_the_fake_sent(store, fake, 100)
     assert fake.sent_rows[50] == fake.sent_rows[49]  # the snapshot: the server's state, not a made-up tick
-    assert "Lightstreamer: the link is down" in err and "Lightstreamer: connected again after" in err
+    assert "Lightstreamer: the link is down" in err and "Lightstreamer: connected again, " in err
     [gap_line] = [line for line in err.splitlines() if "gap in the IG feed" in line]
     assert "no ticks for " in gap_line and "nothing filled in" in gap_line
 
@@ -201,3 +203,18 @@ def test_streaming_from_ig_loads_no_dagster_spark_sklearn_or_boto3(fake, tmp_pat
     out, err = finish(proc)
     assert proc.returncode == 0, err
     assert "heavy: []" in out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_live_stream_cleanly(fake, tmp_path, sig):
+    store = tmp_path / "store"
+    proc = start_cli(fake, "--batch-size", "5", "--store", str(store))
+    fake.wait_subscribed(process=proc)
+    fake.send_many(market(8, seed=5))
+    fake.wait_for(lambda: (store / "staging").exists() and any((store / "staging").glob("deals-*.csv")), 30,
+                  "the first batch")  # fmt: skip
+    proc.send_signal(sig)
+    out, err = finish(proc)
+    assert proc.returncode == 0, err
+    assert "stopped" in out and "1 batch written" in out
+    fake.wait_for(lambda: not fake.connected, 10, "the streaming session to end")

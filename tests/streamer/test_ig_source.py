@@ -169,7 +169,7 @@ def test_a_dropped_connection_reconnects_with_the_librarys_retry_and_logs_the_ga
     messages = [r.getMessage() for r in caplog.records]
     assert "Lightstreamer: CONNECTED:WS-STREAMING" in messages
     assert any(m.startswith("Lightstreamer: the link is down (") for m in messages)
-    assert any(m.startswith("Lightstreamer: connected again after ") for m in messages)
+    assert any(m.startswith("Lightstreamer: connected again, ") for m in messages)
     assert any(m.startswith(f"gap in the IG feed: no ticks for {gap.seconds:.1f} s") for m in messages)
 
 
