@@ -15,6 +15,8 @@ import pytest
 from ig_fakes import FakeIG
 from streamer_testkit import CLI, batches_in, no_temporary_files, read_batch
 
+from ml_demo_dagster.cli import main
+
 FAST = {
     "ML_DEMO__IG__RETRY_DELAY_SECONDS": "0.2",
     "ML_DEMO__IG__STALLED_TIMEOUT_SECONDS": "0.2",
@@ -158,20 +160,24 @@ def test_wrong_credentials_exit_non_zero_with_one_line_and_no_secret(fake, tmp_p
     assert not store.exists()
 
 
-def test_missing_credentials_name_the_variables(fake, tmp_path):
-    proc = start_cli(fake, "--store", str(tmp_path / "store"), IG_IDENTIFIER="", IG_PASSWORD="")
-    _, err = finish(proc)
-    assert proc.returncode == 2
-    [line] = err.strip().splitlines()
+def test_missing_credentials_name_the_variables(fake, tmp_path, monkeypatch, capsys):
+    for name, value in env_for(fake, IG_IDENTIFIER="", IG_PASSWORD="").items():
+        monkeypatch.setenv(name, value)
+    assert main(["stream", "--source", "ig", "--store", str(tmp_path / "store")]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("ml-demo stream: error: IG credentials: IG_IDENTIFIER, IG_PASSWORD are not set")
 
 
-def test_options_the_live_source_cannot_honour_are_refused(fake, tmp_path):
-    for args, message in ((["--seed", "3"], "--seed is only for --source sim"),
-                          (["--speed", "2"], "source 'ig' does not take speed")):  # fmt: skip
-        proc = start_cli(fake, *args, "--store", str(tmp_path / "store"))
-        _, err = finish(proc)
-        assert proc.returncode == 2 and err.strip().splitlines() == [f"ml-demo stream: error: {message}"]
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--seed", "3"], "--seed is only for --source sim"), (["--speed", "2"], "source 'ig' does not take speed")],
+)
+def test_options_the_live_source_cannot_honour_are_refused(fake, tmp_path, monkeypatch, capsys, args, message):
+    for name, value in env_for(fake).items():
+        monkeypatch.setenv(name, value)
+    assert main(["stream", "--source", "ig", *args, "--store", str(tmp_path / "store")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"ml-demo stream: error: {message}"]
+    assert fake.logins == []  # refused before logging in
 
 
 def test_the_feed_lost_for_good_exits_1_with_one_clear_last_line(fake, tmp_path):
@@ -205,15 +211,14 @@ def test_streaming_from_ig_loads_no_dagster_spark_sklearn_or_boto3(fake, tmp_pat
     assert "heavy: []" in out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_stops_the_live_stream_cleanly(fake, tmp_path, sig):
+def test_sigterm_stops_the_live_stream_cleanly(fake, tmp_path):  # how ECS stops a task
     store = tmp_path / "store"
     proc = start_cli(fake, "--batch-size", "5", "--store", str(store))
     fake.wait_subscribed(process=proc)
     fake.send_many(market(8, seed=5))
     fake.wait_for(lambda: (store / "staging").exists() and any((store / "staging").glob("deals-*.csv")), 30,
                   "the first batch")  # fmt: skip
-    proc.send_signal(sig)
+    proc.send_signal(signal.SIGTERM)
     out, err = finish(proc)
     assert proc.returncode == 0, err
     assert "stopped" in out and "1 batch written" in out
