@@ -143,16 +143,11 @@ class TickAssembler:
 
 @dataclass(frozen=True)
 class Gap:
-    """A stretch without ticks because the link was down."""
+    """A stretch without ticks around a time the link was down."""
 
     last_tick_ms: int | None  # the last tick before it (None: the link fell before any tick)
     next_tick_ms: int  # the first tick after it
-    down_seconds: float  # how long the link itself was down
-
-    @property
-    def seconds(self) -> float:
-        start = self.last_tick_ms if self.last_tick_ms is not None else self.next_tick_ms - self.down_seconds * 1000
-        return (self.next_tick_ms - start) / 1000
+    seconds: float  # from the last tick (or, without one, from the link's fall) to the next
 
 
 @dataclass(frozen=True)
@@ -244,7 +239,7 @@ class IGSource(MarketSource):
         self._link_up = False
         self._up_since = 0.0  # monotonic time the link came up
         self._down_since: float | None = None  # monotonic time the link went down
-        self._gap_pending = False
+        self._gap_from: float | None = None  # the link fell at this monotonic time; no tick since
         self._last_tick_ms: int | None = None
         self._stopped_at: float | None = None  # the library stopped trying, at this monotonic time
         self._client: LightstreamerClient | None = None
@@ -352,7 +347,9 @@ class IGSource(MarketSource):
         if self._link_up:
             if event.at - self._up_since >= _STABLE_S:
                 self._failed = 0  # a link that held this long was a success, data or not
-            self._link_up, self._gap_pending, self._down_since = False, True, event.at
+            self._link_up, self._down_since = False, event.at
+            if self._gap_from is None:
+                self._gap_from = event.at
             log.warning("Lightstreamer: the link is down (%s); no ticks until it is back", status)
         elif status.startswith("DISCONNECTED:") and previous != "STALLED":
             self._failure(status)
@@ -381,10 +378,13 @@ class IGSource(MarketSource):
         client.connect()
 
     def _note_tick(self, tick: Tick) -> None:
-        if self._gap_pending:
-            self._gap_pending = False
-            down = time.monotonic() - self._down_since if self._down_since is not None else 0.0
-            gap = Gap(self._last_tick_ms, tick[0], down)
+        if self._gap_from is not None:
+            if self._last_tick_ms is not None:
+                seconds = (tick[0] - self._last_tick_ms) / 1000
+            else:
+                seconds = time.monotonic() - self._gap_from
+            gap = Gap(self._last_tick_ms, tick[0], seconds)
+            self._gap_from = None
             self.gaps.append(gap)
             before = f"last tick {_ms_text(gap.last_tick_ms)}" if gap.last_tick_ms is not None else "no tick before"
             log.warning(

@@ -173,6 +173,19 @@ def test_a_dropped_connection_reconnects_with_the_librarys_retry_and_logs_the_ga
     assert any(m.startswith(f"gap in the IG feed: no ticks for {gap.seconds:.1f} s") for m in messages)
 
 
+def test_a_drop_before_the_first_tick_is_a_gap_measured_from_the_fall(fake, open_reader, caplog):
+    caplog.set_level(logging.INFO, logger="streamer")
+    reader = open_reader()
+    fake.wait_subscribed()
+    fake.drop()
+    fake.wait_subscribed(2)
+    fake.send(FIRST)
+    [tick] = reader.wait_for(1)
+    [gap] = reader.source.gaps
+    assert gap.last_tick_ms is None and gap.next_tick_ms == tick.timestamp and 0 < gap.seconds < 30
+    assert any("no tick before" in r.getMessage() for r in caplog.records)
+
+
 def test_an_expired_session_is_renewed_with_a_fresh_login(fake, open_reader, caplog):
     caplog.set_level(logging.INFO, logger="streamer")
     reader = open_reader()
