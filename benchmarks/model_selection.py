@@ -32,10 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "training"))
 
+from simulated_market import feature_tables, fresh_market, retrain, ridge_reference, with_settings  # noqa: E402
+
 from benchmarks.machine import describe_machine  # noqa: E402
 from ml_demo_dagster.config import default_config  # noqa: E402
 from ml_demo_dagster.core.metrics import roc_auc  # noqa: E402
-from simulated_market import feature_tables, fresh_market, retrain, ridge_reference, with_settings  # noqa: E402
 
 OBJECTIVES = {
     "objective_loss": ("validation:objective_loss", "Minimize"),

@@ -105,7 +105,10 @@ def retrain(config: ProjectConfig, tables: list[pa.Table], seed: int = 0) -> Loo
     return loop
 
 
-def ridge_reference(ds: TrainingDataset, lambdas: np.ndarray = np.logspace(-2, 10, 49)):
+RIDGE_PENALTIES = np.logspace(-2, 10, 49)
+
+
+def ridge_reference(ds: TrainingDataset, lambdas: np.ndarray = RIDGE_PENALTIES):
     """A plain ridge regression of the 0/1 label on standardised features, closed form, with the
     penalty whose predictions have the least squared error on the validation split (ridge's own
     loss); returns a scoring function."""
