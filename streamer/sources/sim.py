@@ -9,7 +9,9 @@ first tick), HIGH/LOW of the day so far, CHANGE = mid - MID_OPEN, CHANGE_PCT, UP
 "HH:MM:SS" (UTC), MARKET_STATE "TRADEABLE", MARKET_DELAY 0.
 
 The same seed and start time give the same ticks, tick for tick. Random numbers are
-drawn in fixed-size numpy blocks (fast, and still deterministic).
+drawn in fixed-size numpy blocks (fast, and still deterministic). So the source can
+resume after a crash (base.MarketSource.resume: the ticks before are made again and
+dropped), and a run without --seed resuming a spooled stream takes that stream's seed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class SimSource(MarketSource):
     """Endless synthetic ticks; deterministic for a given (seed, start_ms)."""
 
     name = "sim"
+    resumable = True
 
     def __init__(
         self,
@@ -48,12 +51,22 @@ class SimSource(MarketSource):
         # An unseeded run still has a seed, reported so that the run can be repeated.
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         self.start_ms = int(start_ms) if start_ms is not None else int(time.time()) * 1000
+        self._chosen = {"seed": seed is not None, "start_ms": start_ms is not None}
+        self._settings = {"sim": config.sim.model_dump(), "spread": config.market.spread}
         self.start_price = config.sim.start_price
         self.mean_gap_ms = config.sim.tick_interval_seconds * 1000.0
         self.volatility = config.sim.volatility
         self.spread = config.market.spread
         if self.start_price - self.spread / 2 <= 0:
             raise SourceError(f"sim.start_price ({self.start_price}) must exceed half the spread ({self.spread / 2})")
+
+    def identity(self) -> dict:
+        return {"source": self.name, "seed": self.seed, "start_ms": self.start_ms, **self._settings}
+
+    def adopt(self, identity: dict) -> None:
+        for key in ("seed", "start_ms"):
+            if not self._chosen[key] and isinstance(identity.get(key), int):
+                setattr(self, key, identity[key])
 
     def describe(self) -> str:
         return f"sim (seed {self.seed})" + (f" at {self.speed:g}x" if self.speed else "")
