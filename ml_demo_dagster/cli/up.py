@@ -21,6 +21,8 @@ from pathlib import Path
 
 from ml_demo_dagster.cli.common import UserError
 from ml_demo_dagster.config import REPO_DIR, default_config
+from ml_demo_dagster.core.store import open_store
+from streamer.spool import spool_path
 
 HEADER = "# Written by `ml-demo up`."
 DAGSTER_YAML = f"""\
@@ -76,6 +78,7 @@ def up_command(args: argparse.Namespace) -> int:
     if config.project.target != "local":
         raise UserError('`ml-demo up` runs the local target; set project.target = "local"')
     store = args.store or config.store_url
+    spool_arg = os.path.abspath(args.spool) if args.spool else None  # the children run in the repository
     env = dict(os.environ, DAGSTER_HOME=str(dagster_home()), ML_DEMO__STORE__URL=store,
                SPARK_LOCAL_IP="127.0.0.1", PYTHONUNBUFFERED="1")  # fmt: skip
     cli = [sys.executable, "-m", "ml_demo_dagster.cli"]
@@ -84,8 +87,12 @@ def up_command(args: argparse.Namespace) -> int:
                     "-w", str(REPO_DIR / "workspace.yaml")],
         "endpoint": cli + ["serve", "--store", store],
         "streamer": cli + ["stream", "--source", "sim", "--store", store, "--speed", str(args.speed)]
-        + (["--batch-size", str(args.batch_size)] if args.batch_size else []),
+        + (["--batch-size", str(args.batch_size)] if args.batch_size else [])
+        + (["--spool", spool_arg] if spool_arg else []),
     }  # fmt: skip
+    # The streamer's spool: after a stop or a crash, the next `up` continues the same stream.
+    spool = spool_path(spool_arg or config.stream.spool, source="sim", store_url=open_store(store).url,
+                       base=REPO_DIR)  # fmt: skip
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -97,6 +104,7 @@ def up_command(args: argparse.Namespace) -> int:
         f"  Dagster UI      http://127.0.0.1:{args.port}  (sensor staging_sensor retrains on each batch)\n"
         f"  endpoint        http://{config.serving.host}:{config.serving.port}/invocations  (GET /ping)\n"
         f"  batches land in {store}/staging/\n"
+        f"  streamer spool  {spool}  (the next start continues this stream)\n"
         f"  DAGSTER_HOME    {env['DAGSTER_HOME']}\n"
         f"Ctrl-C stops everything.",
         flush=True,
@@ -128,4 +136,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="simulated market seconds per wall second (default 100: a 10,000-deal batch every ~2 min)",
     )
     p.add_argument("--batch-size", type=int, help="deals per batch (default: export.batch_size in the config)")
+    p.add_argument("--spool", metavar="PATH", help="the streamer's spool (default: stream.spool in the config)")
     p.set_defaults(handler=up_command)
