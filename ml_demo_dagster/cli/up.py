@@ -77,7 +77,7 @@ def up_command(args: argparse.Namespace) -> int:
     config = default_config()
     if config.project.target != "local":
         raise UserError('`ml-demo up` runs the local target; set project.target = "local"')
-    store = args.store or config.store_url
+    store = open_store(args.store or config.store_url).url  # absolute: the children run in the repository
     spool_arg = os.path.abspath(args.spool) if args.spool else None  # the children run in the repository
     env = dict(os.environ, DAGSTER_HOME=str(dagster_home()), ML_DEMO__STORE__URL=store,
                SPARK_LOCAL_IP="127.0.0.1", PYTHONUNBUFFERED="1")  # fmt: skip
@@ -91,7 +91,7 @@ def up_command(args: argparse.Namespace) -> int:
         + (["--spool", spool_arg] if spool_arg else []),
     }  # fmt: skip
     # The streamer's spool: after a stop or a crash, the next `up` continues the same stream.
-    spool = spool_path(spool_arg or config.stream.spool, source="sim", store_url=open_store(store).url,
+    spool = spool_path(spool_arg or config.stream.spool, source="sim", store_url=store,
                        base=REPO_DIR)  # fmt: skip
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
