@@ -20,7 +20,6 @@ import datetime as dt
 import itertools
 import os
 import random
-import re
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ sys.path.insert(0, str(_HERE.parent))
 import pyarrow as pa  # noqa: E402
 
 from benchmarks.machine import describe_machine  # noqa: E402
+from benchmarks.report import BENCHMARKS_MD, write_section  # noqa: E402
 from ml_demo_dagster.config import default_config  # noqa: E402
 from ml_demo_dagster.core.staging import PRICE_SCHEMA  # noqa: E402
 from ml_demo_dagster.core.store import LocalStore  # noqa: E402
@@ -45,8 +45,6 @@ from streamer.sources.replay import ReplaySource  # noqa: E402
 from streamer.sources.sim import SimSource  # noqa: E402
 from streamer.spool import open_spool  # noqa: E402
 
-REPO = _HERE.parent
-BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 SECTION = "## Streamer"
 OPEN_TARGET = 10_000
 
@@ -118,17 +116,6 @@ def dealer_only(cls, path: list[tuple[int, float]], warmup: int) -> dict:
         "open_before": open_before,
         "resolved": dealer.resolved_count,
     }
-
-
-def write_section(text: str) -> None:
-    old = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    section = f"{SECTION}\n\n{text.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: section + "\n", old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + section
-    BENCHMARKS_MD.write_text(new.rstrip("\n") + "\n")
 
 
 def main() -> int:
@@ -256,7 +243,7 @@ def main() -> int:
     )
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
         print(f"\nwritten to {BENCHMARKS_MD} ({SECTION})", file=sys.stderr)
     return 0
 

@@ -48,6 +48,7 @@ class StreamStats:
     store_url: str = ""
     resumed_at: int = 0  # ticks of the stream handled by earlier runs (0: a new stream)
     pending: int = 0  # resolved deals not yet in a batch
+    buffered_ticks: int = 0  # ticks kept for the price files of open and pending deals
     complete: bool = False  # the source ended: with a spool, the stream is done and its spool removed
 
     @property
@@ -258,6 +259,7 @@ class _Stream:
         stats.open_orders = self.dealer.open_orders
         stats.resolved = self.dealer.resolved_count
         stats.pending = exporter.pending
+        stats.buffered_ticks = exporter.buffered_ticks
         stats.batches_written = len(exporter.batch_ids)
         stats.elapsed_seconds = time.monotonic() - self.started
         return replace(stats, batch_ids=list(exporter.batch_ids))
