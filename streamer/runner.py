@@ -201,7 +201,8 @@ class _Stream:
                     self._housekeeping()
                 if stop_is_set():  # after the tick in hand is handled; no tick is taken and dropped
                     return STOP
-            return END
+            # A paced source ends its wait for the next tick when the stop comes: not the end.
+            return STOP if stop_is_set() else END
         finally:
             self.position = n
 

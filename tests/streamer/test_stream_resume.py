@@ -5,6 +5,7 @@ ticks come back from the spool. (The SIGKILL test of real processes: test_stream
 from __future__ import annotations
 
 import itertools
+import threading
 
 import pytest
 
@@ -144,3 +145,21 @@ def test_a_source_that_no_longer_gives_the_same_ticks_is_refused(tmp_path):
 
     with pytest.raises(SpoolError, match="no longer hands out the ticks it did before"):
         stream(config, Changed(config, seed=4, start_ms=START_MS), store, spool_file)
+
+
+def test_a_stop_during_a_paced_wait_keeps_the_spool(tmp_path):
+    """A paced source's wait for its next tick ends at once on a stop (SIGTERM in `ml-demo
+    up`): the run stopped and its pending deals stay in the spool; the stream did not end."""
+    config = small_config()
+    store, spool_file = LocalStore(tmp_path / "store"), tmp_path / "sim.spool"
+    stream(config, make_source("sim", config, seed=6, start_ms=START_MS), store, spool_file, max_batches=1)
+    stop = threading.Event()
+    slow = make_source("sim", config, speed=0.001, stop=stop)  # the next tick ~1,000 s away; seed from the spool
+    timer = threading.Timer(0.5, stop.set)  # the signal, arriving while the source waits
+    timer.start()
+    try:
+        stats = stream(config, slow, store, spool_file, stop=stop)
+    finally:
+        timer.cancel()
+    assert stats.stopped and not stats.complete and stats.ticks == 1
+    assert spool_file.exists() and stats.pending > 0
