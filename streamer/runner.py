@@ -101,6 +101,7 @@ class _Stream:
         self.checkpoint_every_s = config.stream.checkpoint_seconds
         self.stats = StreamStats(store_url=store.url)
         self.position = 0  # ticks of the stream handled (by earlier runs too)
+        self.checkpoints_on = spool is not None
         self.started = self.last_report = self.last_checkpoint = time.monotonic()
         # Housekeeping (trimming the price buffer, progress, checkpoints) runs every 256
         # ticks for an unpaced source, and on every tick for a paced one (slow ticks).
@@ -162,8 +163,14 @@ class _Stream:
                 )
             why = self._flush()
         else:
-            # A live source: its logged ticks are handled again (not logged again); then it goes on live.
+            # A live source: its logged ticks are handled again (not logged again); then it
+            # goes on live. No checkpoint until all are handled: the logged ticks sit before
+            # any checkpoint appended now, and a restart reads only what follows the last one.
+            self.checkpoints_on = False
             why = self._flush() or self._pump(recovery.ticks, exporter.add_tick)
+            self.checkpoints_on = True
+            if recovery.ticks:
+                self._checkpoint()
             ticks = iter(source) if why is None or why == END else iter(())
             why = None if why == END else why
         return ticks, why
@@ -216,15 +223,14 @@ class _Stream:
                 enough = True
                 break
         exporter.trim(self.dealer.oldest_open_timestamp())
-        if self.spool is not None:
-            self._checkpoint()
+        self._checkpoint()
         return enough
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
         if not self.position % _TRIM_EVERY:
             self.exporter.trim(self.dealer.oldest_open_timestamp())
-        if self.spool is not None and now - self.last_checkpoint >= self.checkpoint_every_s:
+        if now - self.last_checkpoint >= self.checkpoint_every_s:
             self._checkpoint()
         if self.progress is not None and now - self.last_report >= self.progress_every_s:
             self.last_report = now
@@ -241,6 +247,8 @@ class _Stream:
         return add_tick
 
     def _checkpoint(self) -> None:
+        if not self.checkpoints_on:
+            return
         exporter = self.exporter
         exporter.trim(self.dealer.oldest_open_timestamp())
         last = exporter.last_tick

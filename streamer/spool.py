@@ -143,8 +143,12 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 
 def _describe(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    """A value for a one-line message: whole, but hashes cut to 12 digits."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_describe(v) for v in value) + "]"
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return f'"{value[:12]}..."'
+    return json.dumps(value)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -163,3 +163,26 @@ def test_a_stop_during_a_paced_wait_keeps_the_spool(tmp_path):
         timer.cancel()
     assert stats.stopped and not stats.complete and stats.ticks == 1
     assert spool_file.exists() and stats.pending > 0
+
+
+def test_a_crash_while_a_live_sources_logged_ticks_are_handled_again_loses_none(tmp_path):
+    """The logged ticks come before any checkpoint the catching-up run could append; so it
+    appends none until all are handled, and a second crash in between loses none of them."""
+    config = small_config(checkpoint_seconds=1000.0)
+    ticks = list(itertools.islice(make_source("sim", config, seed=12, start_ms=START_MS), 3000))
+    reference = LocalStore(tmp_path / "ref")
+    run_stream(config, LiveFeed(ticks), reference)
+    spool_file = tmp_path / "live.spool"
+    with pytest.raises(Crash):  # dies in the 5th batch's deals upload
+        stream(config, LiveFeed(ticks), CrashingStore(tmp_path / "store", crash_at=10), spool_file)
+    with open_spool(spool_file, config, LiveFeed(ticks), LocalStore(tmp_path / "store").url) as spool:
+        checkpointed = spool.recovery.state["position"]
+        crashed_at = checkpointed + len(spool.recovery.ticks)
+    # Among the logged ticks is a place where a checkpoint is due (every 256 ticks, unpaced).
+    assert any(n % 256 == 0 for n in range(checkpointed + 1, crashed_at))
+    eager = small_config(checkpoint_seconds=1e-9)  # would checkpoint at every chance
+    with pytest.raises(Crash):  # dies again, re-uploading that batch at the end of the catch-up
+        stream(eager, LiveFeed(ticks, start=crashed_at), CrashingStore(tmp_path / "store", crash_at=1), spool_file)
+    store = LocalStore(tmp_path / "store")
+    stream(config, LiveFeed(ticks, start=crashed_at), store, spool_file)
+    assert batches(store) == batches(reference)
