@@ -184,15 +184,18 @@ class Spool:
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            lock_fd = cls._lock(path)
         except OSError as e:
-            raise SpoolError(f"spool {path}: cannot create its folder: {e.strerror}") from None
-        lock_fd = cls._lock(path)
+            raise SpoolError(f"spool {path}: cannot use it: {e.strerror or e}") from None
         spool = cls(path, identity, lock_fd)
         try:
             if fresh and path.exists():
                 aside = path.with_name(f"{path.name}.discarded-{time.strftime('%Y%m%dT%H%M%S')}")
                 os.replace(path, aside)
             spool._open_file()
+        except OSError as e:
+            spool.close()
+            raise SpoolError(f"spool {path}: cannot use it: {e.strerror or e}") from None
         except BaseException:
             spool.close()
             raise

@@ -180,3 +180,10 @@ def test_the_config_default_lives_under_the_repository():
     assert path.parent == REPO_DIR / ".ml-demo" / "spool"
     with pytest.raises(ConfigError, match="stream.spool: unknown placeholder"):
         load_config(environ={"ML_DEMO__STREAM__SPOOL": "{where}.spool"})
+
+
+def test_a_spool_in_a_place_that_cannot_be_written_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the spool's folder should be")
+    with pytest.raises(SpoolError, match=r"spool .*not-a-folder/s\.spool: cannot use it: "):
+        Spool.open(blocker / "s.spool", IDENTITY)
