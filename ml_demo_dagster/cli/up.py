@@ -7,8 +7,8 @@ staging sensor is on by default, so each batch is retrained on without a click. 
 (or SIGTERM) stops all three; if one dies, the others are stopped too.
 
 A clean stop interrupts nothing: the streamer keeps what is pending in its spool, and
-Dagster stops launching runs but lets a run in progress finish (its code server waits for
-it), so no run is cut short halfway; runs still queued start at the next `up`. A second
+Dagster stops launching runs but lets a run in progress finish (its code server shuts down
+once it has), so no run is cut short halfway; runs still queued start at the next `up`. A second
 Ctrl-C stops at once: a run cut short then is started again at the next `up` (run retries).
 """
 
@@ -43,9 +43,6 @@ run_coordinator:
   class: QueuedRunCoordinator
   config:
     dequeue_interval_seconds: 1
-# On Ctrl-C the code server lets a run in progress finish instead of interrupting it.
-code_servers:
-  wait_for_local_processes_on_shutdown: true
 # A run cut short (a second Ctrl-C, a crash) is started again, so its batch is not lost; a
 # run that failed on its data (a malformed batch, a failed check) is not.
 run_retries:
@@ -80,24 +77,38 @@ def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
             os.killpg(proc.pid, sig)
 
 
-def _wait(procs: list[subprocess.Popen], timeout: float, stop: threading.Event | None = None) -> bool:
-    """True when all have exited within `timeout` (False early if `stop` is set)."""
+def _wait_for(condition, timeout: float, stop: threading.Event | None = None) -> bool:
+    """True when `condition()` holds within `timeout` (False early if `stop` is set)."""
     deadline = time.monotonic() + timeout
-    while any(p.poll() is None for p in procs):
+    while not condition():
         if time.monotonic() > deadline or (stop is not None and stop.is_set()):
             return False
-        time.sleep(0.2)  # a poll interval: the wait is on the processes
+        time.sleep(0.2)  # a poll interval: the wait is on the condition
+    return True
+
+
+def _wait(procs: list[subprocess.Popen], timeout: float) -> bool:
+    """True when all have exited within `timeout`."""
+    return _wait_for(lambda: all(p.poll() is not None for p in procs), timeout)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
     return True
 
 
 def _stop(procs: dict[str, subprocess.Popen], again: threading.Event, grace: float = 20.0) -> None:
-    """Stop the streamer and the endpoint, then Dagster, which finishes a run in progress.
+    """Stop the streamer and the endpoint, then Dagster, letting a run in progress finish.
 
-    `dagster dev` alone gets SIGTERM (not its process group): it stops its UI and daemon
-    (no new run is launched) and asks its code server to shut down, which waits for a run
-    in progress (code_servers.wait_for_local_processes_on_shutdown). Signalling the group
-    would interrupt that run halfway. `again` (a second Ctrl-C) or RUN_GRACE_SECONDS ends the
-    wait: then the whole group is stopped."""
+    `dagster dev` alone gets SIGTERM, not its process group: it stops its UI and its daemon
+    (so no run is launched any more) and tells its code server to shut down, which that does
+    once the runs it executes have finished. So the wait is for the whole group to be gone.
+    Signalling the group would interrupt a run halfway (Dagster then reports it failed, with
+    a stack trace). `again` (a second Ctrl-C) or RUN_GRACE_SECONDS ends the wait: then the
+    group is stopped, and run retries start the run again at the next `up`."""
     others = [p for name, p in procs.items() if name != "dagster"]
     for proc in others:
         _signal_group(proc, signal.SIGTERM)
@@ -109,14 +120,20 @@ def _stop(procs: dict[str, subprocess.Popen], again: threading.Event, grace: flo
         for proc in others:
             _signal_group(proc, signal.SIGKILL)
     if dagster is not None:
-        if not _wait([dagster], 5.0):
+
+        def group_gone() -> bool:
+            dagster.poll()  # reaps dagster dev once it exits (a zombie still counts as in the group)
+            return not _group_alive(dagster.pid)
+
+        if not _wait_for(group_gone, 5.0):
             print("waiting for the run in progress to finish (Ctrl-C again to stop it now) ...", flush=True)
-            if not _wait([dagster], RUN_GRACE_SECONDS, again):
+            if not _wait_for(group_gone, RUN_GRACE_SECONDS, again):
                 print("stopping Dagster now; a run cut short starts again at the next `ml-demo up`", flush=True)
-        with contextlib.suppress(ProcessLookupError):  # what is left of its group (nothing, after a clean stop)
-            os.killpg(dagster.pid, signal.SIGTERM)
-        if not _wait([dagster], grace):
-            _signal_group(dagster, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(dagster.pid, signal.SIGTERM)
+                if not _wait_for(group_gone, grace):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(dagster.pid, signal.SIGKILL)
     for proc in procs.values():
         proc.wait()
 
