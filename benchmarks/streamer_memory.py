@@ -154,8 +154,6 @@ def main() -> int:
     lead_min = config.export.price_lead_seconds / 60
     plateau = [s for s in samples if s["sim_s"] >= (lead_min + 1) * 60]
     growth = (plateau[-1]["rss_mb"] - plateau[0]["rss_mb"]) if len(plateau) > 1 else float("nan")
-    ticks_mb = [(s["buffered"], s["rss_mb"]) for s in samples if s["sim_s"] >= 60]
-    per_tick = (ticks_mb[-1][1] - ticks_mb[0][1]) / max(1, ticks_mb[-1][0] - ticks_mb[0][0]) * 2**20
     text = "\n".join(
         [
             "`benchmarks/streamer_memory.py`: a price file of simulated ticks exactly 1 ms apart "
@@ -180,9 +178,8 @@ def main() -> int:
             f"{result['seconds']:.0f} s for {result['ticks']:,} ticks and {result['batches']} batches.",
             f"- The price buffer is what grows: every price file starts {config.export.price_lead_seconds} s "
             f"before its earliest deal, so {config.export.price_lead_seconds * TICKS_PER_SECOND:,} ticks "
-            f"(plus the span of the batch in hand) must be kept at this rate, about {per_tick:.0f} bytes a tick "
-            "as Python tuples. It fills during the first "
-            f"{lead_min:.0f} simulated minutes, then stays level: RSS changed by {growth:+.0f} MiB from "
+            "(plus the span of the batch in hand) must be kept at this rate, as Python tuples. It fills "
+            f"during the first {lead_min:.0f} simulated minutes, then stays level: RSS changed by {growth:+.0f} MiB from "
             f"minute {lead_min + 1:.0f} to minute {args.minutes}. The peak includes one price file being "
             "formatted (~610,000 rows).",
         ]
