@@ -72,7 +72,12 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--batch-size", type=_positive_int, metavar="N", help="resolved deals per batch (default: export.batch_size)"
     )
-    parser.add_argument("--seed", type=_seed, metavar="S", help="sim: random seed (default: a fresh one, printed)")
+    parser.add_argument(
+        "--seed",
+        type=_seed,
+        metavar="S",
+        help="sim: random seed (default: the spooled stream's, else a fresh one, printed)",
+    )
     parser.add_argument(
         "--replay-file",
         action="append",
