@@ -227,7 +227,7 @@ def test_a_run_without_a_seed_continues_the_spooled_sim_stream(tmp_path):
     assert "1 batch written" in first.stdout and f"deals pending in {spool}" in first.stdout
     second = run_cli(*args)  # no --seed: the spooled stream's seed and start time are taken
     assert second.returncode == 0, second.stderr
-    assert "sim (seed 5)" in second.stderr and "resuming:" in second.stderr
+    assert "sim (seed 5," in second.stderr and "resuming:" in second.stderr
     # The two runs wrote what one run of that stream writes in two batches.
     identity = read_records(spool)[0][0]["identity"]
     config = default_config()

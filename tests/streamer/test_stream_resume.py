@@ -24,6 +24,9 @@ def small_config(batch_size=150, checkpoint_seconds=10.0):
     config = default_config()
     return config.model_copy(
         update={
+            # A calm random walk: deals last ~100 ticks, so batches are far enough apart for the
+            # checkpoint schedule these tests rely on.
+            "sim": config.sim.model_copy(update={"volatility": 2.0, "momentum": 0.0}),
             "export": config.export.model_copy(update={"batch_size": batch_size, "price_lead_seconds": 60}),
             "stream": config.stream.model_copy(update={"checkpoint_seconds": checkpoint_seconds}),
         }
