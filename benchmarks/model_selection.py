@@ -84,7 +84,11 @@ def random_walk(config, seeds: list[int], batches: int) -> list[dict]:
 def objectives(config, seeds: list[int], batches: int) -> tuple[list[dict], list[str]]:
     rows = []
     for seed in seeds:
-        ds = assemble_dataset(feature_tables(config, seed, batches)[-config.training.window_batches :])
+        ds = assemble_dataset(
+            feature_tables(config, seed, batches)[-config.training.window_batches :],
+            split=config.training.split,
+            validation_chunks=config.training.validation_chunks,
+        )
         X, y = fresh_market(config, [20_000 + 10 * seed + k for k in range(3)])
         row = {"seed": seed, "ridge": roc_auc(y, ridge_reference(ds)(X))}
         for name, (metric, kind) in OBJECTIVES.items():

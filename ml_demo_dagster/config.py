@@ -106,6 +106,7 @@ class FeaturesSection(_Section):
 class TrainingSection(_Section):
     window_batches: int = Field(ge=1, le=1000)
     split: tuple[float, float, float]
+    validation_chunks: int = Field(default=4, ge=1, le=50)
 
     @field_validator("split")
     @classmethod

@@ -91,7 +91,7 @@ def retrain(config: ProjectConfig, tables: list[pa.Table], seed: int = 0) -> Loo
     target_recall = config.tuning.static.target_recall
     for k in range(len(tables)):
         window = tables[max(0, k + 1 - config.training.window_batches) : k + 1]
-        ds = assemble_dataset(window, split=config.training.split)
+        ds = assemble_dataset(window, split=config.training.split, validation_chunks=config.training.validation_chunks)
         settings = Settings.from_config(config.evaluation, seed=seed * 1000 + k)
         result = tune(ds, config.tuning, config.static_hyperparameters(), seed=seed, settings=settings)
         test = report(ds.test.y, ds.test.timestamp, result.test_predictions, ds.gap_ms, target_recall, settings)

@@ -46,6 +46,31 @@ def test_splits_are_in_time_order_with_a_gap_no_deal_outcome_crosses():
     assert ds.batches == ["1700000000002", "1700000000001"]
 
 
+@pytest.mark.parametrize("chunks", [2, 4])
+def test_validation_in_chunks_spreads_over_the_window_and_no_outcome_crosses_any_boundary(chunks):
+    t = random_table("1700000000001", 4000, 3, seed=5, max_duration=20_000)
+    ds = assemble_dataset([t], split=(0.6, 0.2, 0.2), validation_chunks=chunks)
+    splits = ds.splits()
+    # Any two rows of different splits open at least the longest deal apart: no deal's outcome
+    # overlaps a row of another split, whatever their order.
+    for a in SPLITS:
+        for b in SPLITS:
+            if a < b:
+                apart = np.abs(splits[a].timestamp[:, None] - splits[b].timestamp[None, :])
+                assert apart.min() >= ds.gap_ms, (a, b)
+    # The validation rows come in `chunks` runs spread over the time before the test split.
+    both = np.concatenate([np.zeros(len(ds.train)), np.ones(len(ds.validation))])
+    order = np.argsort(np.concatenate([ds.train.timestamp, ds.validation.timestamp]), kind="stable")
+    runs = int(np.sum(np.diff(both[order]) == 1))  # train -> validation transitions
+    assert runs == chunks
+    assert ds.validation.timestamp[0] < ds.test.timestamp[0] - (ds.test.timestamp[0] - ds.train.timestamp[0]) / 2
+    assert ds.test.timestamp.min() > max(ds.train.timestamp.max(), ds.validation.timestamp.max())
+    # Fractions hold up to what the boundaries purge, and every purged row is counted.
+    assert _all_rows(ds) + sum(ds.purged.values()) == 4000
+    assert abs(len(ds.validation) + ds.purged["validation"] - 800) <= chunks
+    assert ds.purged["train"] > 0
+
+
 def test_row_fractions_and_summary():
     t = random_table("1700000000001", 1000, 3, seed=3, max_duration=1)  # gap 1 ms: ~nothing purged
     ds = assemble_dataset([t], split=(0.5, 0.3, 0.2))

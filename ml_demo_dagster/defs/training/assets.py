@@ -52,7 +52,11 @@ def training_dataset(
     """Train/validation/test channels over the newest batches, split in time order with a purge gap."""
     batch_id, s, cfg = context.partition_key, store.open(), project.get()
     window = window_for(batches_with_features(s), batch_id, cfg.training.window_batches)
-    dataset = assemble_dataset([read_features(s, b) for b in window], split=cfg.training.split)
+    dataset = assemble_dataset(
+        [read_features(s, b) for b in window],
+        split=cfg.training.split,
+        validation_chunks=cfg.training.validation_chunks,
+    )
     keys = write_dataset(dataset, s, dataset_prefix(batch_id))
     summary = dataset.summary()
     return dg.MaterializeResult(
