@@ -4,6 +4,10 @@ One small interface with two faces: a local folder (the default, no cloud accoun
 S3. Keys are '/'-separated, like S3 keys. Writes are atomic: the local face writes a
 temporary file and renames it; the S3 face does one put. Listing takes `start_after`,
 so callers that keep a cursor list only what is new. No Dagster imports.
+
+S3 throttling (503 SlowDown) and server errors (500, 502, 503, 504) are retried by the
+client with exponential backoff and jitter: botocore's "standard" retry mode, up to
+S3_MAX_ATTEMPTS attempts per call, before a StoreError says what failed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
+
+S3_MAX_ATTEMPTS = 8  # botocore standard mode: backoff base 2^n s with full jitter, capped at 20 s
 
 
 class StoreError(RuntimeError):
@@ -133,11 +139,13 @@ class S3Store(ObjectStore):
 
     def __init__(self, bucket: str, prefix: str = "", region: str | None = None, client=None):
         import boto3  # imported here: the local face must not pay for boto3
+        from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self._client = client or boto3.client("s3", region_name=region)
+        retries = Config(retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS})
+        self._client = client or boto3.client("s3", region_name=region, config=retries)
 
     def _full(self, key: str) -> str:
         return self.prefix + _check_key(key)

@@ -7,17 +7,26 @@ older than one already seen (two writers, clock skew) is still found; batches al
 handed out inside that window are remembered in the cursor and not handed out twice.
 
 A batch is complete when both its price and deals files exist; a batch seen with one
-file only is remembered as waiting, and its partner is looked up directly on later scans.
-Nothing is lost when several batches land at once: every complete batch is returned,
-oldest first. No Dagster imports: the Dagster sensor and `ml-demo pipeline` both call `scan`.
+file only is remembered as waiting (with the time it was first seen), and its partner is
+looked up directly on later scans. Nothing is lost when several batches land at once: every
+complete batch is returned, oldest first.
+
+`intake` is one whole sensor tick on top of `scan`: each complete batch is read with the
+staging contract's strict reader before any run is asked for, and a bad one is quarantined
+on the spot (core/quarantine.py) with its file, line, field and reason; a lone file still
+alone after `lone_timeout_ms` is quarantined too. So bad data never starts a run, and never
+stops the sensor or the other batches. No Dagster imports: the Dagster sensor and
+`ml-demo pipeline` both call `intake`.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
-from ml_demo_dagster.core.staging import DEALS_PREFIX, PRICE_PREFIX, deals_key, parse_key, price_key
+from ml_demo_dagster.core import quarantine
+from ml_demo_dagster.core.staging import DEALS_PREFIX, PRICE_PREFIX, StagingFormatError, deals_key, parse_key, price_key
 from ml_demo_dagster.core.store import ObjectStore
 
 _KINDS = {"deals": (DEALS_PREFIX, deals_key), "price": (PRICE_PREFIX, price_key)}
@@ -33,16 +42,23 @@ class StagingCursor:
     watermark: int | None = None  # newest T seen in any listing
     done: list[str] = field(default_factory=list)  # handed out, T within the lookback
     waiting: dict[str, str] = field(default_factory=dict)  # batch id -> kind seen so far
+    since: dict[str, int] = field(default_factory=dict)  # batch id -> when its lone file was first seen (ms)
 
     def to_json(self) -> str:
-        return json.dumps({"watermark": self.watermark, "done": self.done, "waiting": self.waiting}, sort_keys=True)
+        data = {"watermark": self.watermark, "done": self.done, "waiting": self.waiting}
+        if self.since:
+            data["since"] = self.since
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | None) -> StagingCursor:
         if not text:
             return cls()
         data = json.loads(text)
-        return cls(data.get("watermark"), list(data.get("done", [])), dict(data.get("waiting", {})))
+        return cls(
+            data.get("watermark"), list(data.get("done", [])), dict(data.get("waiting", {})),
+            {k: int(v) for k, v in data.get("since", {}).items()},
+        )  # fmt: skip
 
 
 @dataclass
@@ -61,8 +77,15 @@ class ScanResult:
         return f"no new complete batch in {DEALS_PREFIX}<T>.csv + {PRICE_PREFIX}<T>.csv"
 
 
-def scan(store: ObjectStore, cursor: StagingCursor, lookback_ms: int = DEFAULT_LOOKBACK_MS) -> ScanResult:
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def scan(
+    store: ObjectStore, cursor: StagingCursor, lookback_ms: int = DEFAULT_LOOKBACK_MS, now: int | None = None
+) -> ScanResult:
     """List what landed since `cursor`; return complete batches and the advanced cursor."""
+    now = now_ms() if now is None else now
     done = set(cursor.done)
     seen: dict[str, set[str]] = {batch: {kind} for batch, kind in cursor.waiting.items()}
     ignored: list[str] = []
@@ -84,8 +107,98 @@ def scan(store: ObjectStore, cursor: StagingCursor, lookback_ms: int = DEFAULT_L
                 kinds.add(_PARTNER_KIND[kind])
     complete = sorted((b for b, k in seen.items() if len(k) == 2), key=int)
     waiting = {b: next(iter(k)) for b, k in seen.items() if len(k) == 1}
+    since = {b: cursor.since.get(b, now) for b in waiting}
     if seen:
         watermark = max([int(b) for b in seen] + ([watermark] if watermark is not None else []))
     horizon = (watermark or 0) - lookback_ms
     kept = sorted((b for b in done.union(complete) if int(b) > horizon), key=int)
-    return ScanResult(complete=complete, cursor=StagingCursor(watermark, kept, waiting), ignored=ignored)
+    return ScanResult(complete=complete, cursor=StagingCursor(watermark, kept, waiting, since), ignored=ignored)
+
+
+@dataclass
+class Waiting:
+    """A lone file: which batch, what it has, what it waits for, since when, and until when."""
+
+    batch: str
+    have: str  # key of the file that is there
+    waiting_for: str  # key of the missing partner
+    since_ms: int
+    quarantine_at_ms: int
+
+    def to_dict(self) -> dict:
+        return {"batch": self.batch, "have": self.have, "waiting_for": self.waiting_for,
+                "since_ms": self.since_ms, "quarantine_at_ms": self.quarantine_at_ms}  # fmt: skip
+
+
+@dataclass
+class IntakeResult:
+    """One tick: batches to run, batches quarantined now (their records), lone files waiting."""
+
+    ready: list[str]
+    quarantined: list[dict]
+    waiting: list[Waiting]
+    ignored: list[str]
+    cursor: StagingCursor
+    notes: dict[str, list[str]] = field(default_factory=dict)  # batch -> accepted oddities (BOM, CRLF)
+    errors: list[str] = field(default_factory=list)  # batches that could not be checked now (retried next tick)
+
+    def waiting_reason(self) -> str:
+        if self.waiting:
+            parts = [f"{w.waiting_for} (have {w.have.rpartition('/')[2]})" for w in self.waiting]
+            return "waiting for the other file of: " + ", ".join(parts)
+        return f"no new complete batch in {DEALS_PREFIX}<T>.csv + {PRICE_PREFIX}<T>.csv"
+
+
+def intake(
+    store: ObjectStore,
+    cursor: StagingCursor,
+    *,
+    lone_timeout_ms: int,
+    lookback_ms: int = DEFAULT_LOOKBACK_MS,
+    now: int | None = None,
+) -> IntakeResult:
+    """scan, then check each complete batch with the strict reader and set aside what is bad."""
+    now = now_ms() if now is None else now
+    found = scan(store, cursor, lookback_ms, now)
+    ready, set_aside, notes, errors = [], [], {}, []
+    done = set(found.cursor.done)
+    for batch in found.complete:
+        files = quarantine.locate(store, batch)
+        try:
+            if files is None:  # gone since the listing (moved aside by someone else)
+                done.discard(batch)
+                continue
+            checked = quarantine.read(store, files)
+        except StagingFormatError as e:
+            set_aside.append(quarantine.quarantine(store, batch, quarantine.problem_of(e), "sensor", now / 1000))
+            continue
+        except Exception as e:  # noqa: BLE001 (a storage hiccup: look again next tick, never crash the sensor)
+            errors.append(f"batch {batch}: {type(e).__name__}: {e}")
+            done.discard(batch)
+            continue
+        ready.append(batch)
+        if checked.notes:
+            notes[batch] = list(checked.notes)
+    waiting, still = [], {}
+    for batch, kind in sorted(found.cursor.waiting.items(), key=lambda kv: int(kv[0])):
+        since = found.cursor.since.get(batch, now)
+        partner = _PARTNER_KEY[kind](batch)
+        if now - since >= lone_timeout_ms:
+            waited = round((now - since) / 1000)
+            problem = {"file": _KINDS[kind][1](batch), "line": None, "field": None,
+                       "reason": f"no {partner} after {waited} s (lone file timeout {lone_timeout_ms // 1000} s)"}  # fmt: skip
+            try:
+                set_aside.append(quarantine.quarantine(store, batch, problem, "sensor", now / 1000))
+                done.add(batch)  # a run for it comes only from a retry, never from the sensor
+                continue
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"batch {batch}: {type(e).__name__}: {e}")
+        still[batch] = kind
+        waiting.append(Waiting(batch, _KINDS[kind][1](batch), partner, since, since + lone_timeout_ms))
+    cursor_out = StagingCursor(
+        found.cursor.watermark,
+        sorted(done, key=int),
+        still,
+        {b: found.cursor.since.get(b, now) for b in still},
+    )
+    return IntakeResult(ready, set_aside, waiting, found.ignored, cursor_out, notes, errors)

@@ -243,3 +243,17 @@ def test_what_the_writer_writes_the_reader_reads_back_exactly(rows):
                 assert value == want and not math.isnan(value), name
             else:
                 assert value == want, name
+
+
+def test_every_bad_kind_of_the_issue_is_named_by_file_line_and_field():
+    from staging_kit import bad_variants, batch_bytes
+
+    deals, price = batch_bytes(seed=1)
+    read_batch(deals, price)  # the good batch passes
+    for kind, (bad_deals, bad_price, at_fault, line, field) in bad_variants(deals, price).items():
+        with pytest.raises(StagingFormatError) as err:
+            read_batch(bad_deals, bad_price, "staging/deals-T.csv", "staging/price-T.csv")
+        e = err.value
+        assert (e.source, e.line, e.field) == (f"staging/{at_fault}-T.csv", line, field), f"{kind}: {e}"
+        if kind == "truncated last line":
+            assert "truncated last line" in e.reason

@@ -20,6 +20,7 @@ from ml_demo_dagster.defs.features.checks import feature_matrix
 from ml_demo_dagster.defs.metadata import value
 from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import DeployerResource, ProjectConfigResource, StoreResource
+from ml_demo_dagster.defs.retries import STORAGE_RETRY
 from ml_demo_dagster.defs.training.assets import tuned_model
 
 # Each model scored at its own threshold (set on its validation split for the target
@@ -33,7 +34,9 @@ def _live_history(s) -> list[dict]:
     return sorted((r for r in records if r.get("live_precision") is not None), key=lambda r: int(r["batch"]))
 
 
-@dg.asset(partitions_def=batches, group_name="serving", kinds={"python"}, deps=[batch_features])
+@dg.asset(
+    partitions_def=batches, group_name="serving", kinds={"python"}, deps=[batch_features], retry_policy=STORAGE_RETRY
+)
 def live_precision(
     context: dg.AssetExecutionContext, store: StoreResource, project: ProjectConfigResource
 ) -> dg.MaterializeResult:
@@ -66,7 +69,13 @@ def live_precision(
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(partitions_def=batches, group_name="serving", kinds={"python"}, deps=[tuned_model, live_precision])
+@dg.asset(
+    partitions_def=batches,
+    group_name="serving",
+    kinds={"python"},
+    deps=[tuned_model, live_precision],
+    retry_policy=STORAGE_RETRY,
+)
 def deployed_model(
     context: dg.AssetExecutionContext, store: StoreResource, project: ProjectConfigResource, deployer: DeployerResource
 ) -> dg.MaterializeResult:

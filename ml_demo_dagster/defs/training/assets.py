@@ -18,6 +18,7 @@ from ml_demo_dagster.defs.features.assets import batch_features
 from ml_demo_dagster.defs.metadata import md_table
 from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import ProjectConfigResource, StoreResource, TunerResource
+from ml_demo_dagster.defs.retries import STORAGE_RETRY
 
 TUNED_MODEL = dg.AssetKey("tuned_model")
 MODEL_CHECKS = [
@@ -31,7 +32,13 @@ def window_for(available: list[str], batch_id: str, size: int) -> list[str]:
     return [b for b in available if int(b) <= int(batch_id)][-size:]
 
 
-@dg.asset(partitions_def=batches, group_name="training", kinds={"parquet", "csv"}, deps=[batch_features])
+@dg.asset(
+    partitions_def=batches,
+    group_name="training",
+    kinds={"parquet", "csv"},
+    deps=[batch_features],
+    retry_policy=STORAGE_RETRY,
+)
 def training_dataset(
     context: dg.AssetExecutionContext, store: StoreResource, project: ProjectConfigResource
 ) -> dg.MaterializeResult:
@@ -56,7 +63,7 @@ def training_dataset(
 
 
 @dg.asset(partitions_def=batches, group_name="training", kinds={"python"}, deps=[training_dataset],
-          check_specs=MODEL_CHECKS)  # fmt: skip
+          check_specs=MODEL_CHECKS, retry_policy=STORAGE_RETRY)  # fmt: skip
 def tuned_model(
     context: dg.AssetExecutionContext, store: StoreResource, project: ProjectConfigResource, tuner: TunerResource
 ) -> dg.MaterializeResult:
