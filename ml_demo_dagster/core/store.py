@@ -144,7 +144,7 @@ class S3Store(ObjectStore):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        retries = Config(retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS})
+        retries = Config(retries={"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS})
         self._client = client or boto3.client("s3", region_name=region, config=retries)
 
     def _full(self, key: str) -> str:
