@@ -13,7 +13,7 @@ from staging_kit import batch_bytes
 
 from glue.batch import OUTPUT_SCHEMA
 from glue.contract import pack_features
-from glue.feature_job import BatchDataError
+from glue.feature_job import BatchDataError, FeatureJobError
 from ml_demo_dagster.core.layout import batches_with_features, write_table
 from ml_demo_dagster.core.staging import deals_key, price_key
 from ml_demo_dagster.core.store import LocalStore
@@ -24,17 +24,25 @@ from ml_demo_dagster.defs.resources import FeatureJobResource, ProjectConfigReso
 T = "1700000000001"
 
 
-class FakeFeatureJob(FeatureJobResource):
-    """Writes features with NaN in them (nan=True), or fails as the job does on bad data."""
+CALLS = []
 
-    nan: bool = True
+
+class FakeFeatureJob(FeatureJobResource):
+    """mode "nan": writes features with NaN in them; "bad": fails as the job does on bad data;
+    "flaky": fails as the job does on a storage hiccup the first time, then writes good features."""
+
+    mode: str = "nan"
 
     def run(self, store, batch_id, out_prefix, history_seconds):
-        if not self.nan:
+        CALLS.append(self.mode)
+        if self.mode == "bad":
             problem = {"file": deals_key(batch_id), "line": 2, "field": "type", "reason": "'sell' is not one of buy"}
             raise BatchDataError(f"batch {batch_id}: {deals_key(batch_id)} line 2 field type: ...", {batch_id: problem})
+        if self.mode == "flaky" and len(CALLS) == 1:
+            raise FeatureJobError(f"batch {batch_id}: OSError: AWS Error SLOW_DOWN during GetObject operation")
         X = np.zeros((4, 5 + history_seconds), dtype=np.float32)
-        X[1, 3] = np.nan
+        if self.mode == "nan":
+            X[1, 3] = np.nan
         table = pa.Table.from_arrays(
             [pa.array([batch_id] * 4), pa.array(np.arange(4, dtype=np.int64)), pa.array(np.int8([0, 1, 0, 1])),
              pa.array(np.ones(4, dtype=np.int64)), pa.array([True] * 4), pack_features(X)],
@@ -55,18 +63,19 @@ def store(tmp_path, monkeypatch):
     return store
 
 
-def run(nan: bool):
+def run(mode: str):
+    CALLS.clear()
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(batches.name, [T])
         return dg.materialize(
             [batch_features], partition_key=T, instance=instance, raise_on_error=False,
-            resources={"store": StoreResource(url="unused"), "feature_job": FakeFeatureJob(nan=nan),
+            resources={"store": StoreResource(url="unused"), "feature_job": FakeFeatureJob(mode=mode),
                        "project": ProjectConfigResource()},
         )  # fmt: skip
 
 
 def test_features_failing_a_blocking_check_are_deleted_and_the_batch_quarantined(store):
-    result = run(nan=True)
+    result = run("nan")
     assert not result.success
     assert not list(store.list_keys(f"features/{T}/")) and T not in batches_with_features(store)
     record = json.loads(store.get_text(f"quarantine/{T}/reason.json"))
@@ -78,7 +87,15 @@ def test_features_failing_a_blocking_check_are_deleted_and_the_batch_quarantined
 
 
 def test_a_contract_violation_found_by_the_job_quarantines_the_batch(store):
-    result = run(nan=False)
+    result = run("bad")
     assert not result.success
     record = json.loads(store.get_text(f"quarantine/{T}/reason.json"))
     assert (record["file"], record["line"], record["field"], record["stage"]) == (deals_key(T), 2, "type", "features")
+
+
+def test_a_feature_job_hiccup_is_retried_and_the_batch_trains(store, monkeypatch):
+    monkeypatch.setenv("ML_DEMO__FEATURES__HISTORY_SECONDS", "3")
+    result = run("flaky")
+    assert result.success and CALLS == ["flaky", "flaky"]
+    assert [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert T in batches_with_features(store) and not store.exists(f"quarantine/{T}/reason.json")

@@ -8,12 +8,13 @@ checks it. Training windows read only batches whose features are complete and pa
   field) is quarantined and the step fails with that one line, not retried;
 - features that fail a blocking check are deleted (marker first) and the batch is
   quarantined with the check's name and numbers, so no later window can read them;
-- any other failure (storage, Spark) is retried by the step's retry policy.
+- any other failure of the job (storage, Spark: FeatureJobError, one line) fails the step
+  with that line, and the step's retry policy runs it again.
 """
 
 import dagster as dg
 
-from glue.feature_job import BatchDataError
+from glue.feature_job import BatchDataError, FeatureJobError
 from ml_demo_dagster.core.layout import delete_features, features_prefix, read_features
 from ml_demo_dagster.defs.features import checks
 from ml_demo_dagster.defs.ingest.assets import quarantine_failure
@@ -37,6 +38,8 @@ def batch_features(
     except BatchDataError as e:
         problem = e.problems.get(batch_id) or next(iter(e.problems.values()))
         raise quarantine_failure(s, batch_id, problem, "features") from None
+    except FeatureJobError as e:  # worth a retry: the policy decides
+        raise dg.Failure(description=f"batch {batch_id}: the feature job failed: {e}", allow_retries=True) from None
     table = read_features(s, batch_id)
     X = checks.feature_matrix(table)
     labels = table.column("label").to_numpy()
