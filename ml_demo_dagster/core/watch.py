@@ -1,7 +1,12 @@
 """Watching `staging/` for complete batches, with a cursor: the sensor's pure core.
 
-Each scan lists only keys after a start key (S3 `StartAfter`), one listing per file kind,
-so its cost follows what is new, not the size of the prefix. The start key trails the
+Each scan lists only keys after a start key (S3 `StartAfter`), so its cost follows what is
+new, not the size of the prefix. Deals files are listed every scan; price files at most
+once a minute (PRICE_LISTING_INTERVAL_MS): a batch is complete only with its deals file
+(the exporter's commit mark), whose price partner is then looked up directly, so the price
+listing only finds price files whose deals never came, which wait 10 minutes anyway. That
+halves a tick's listing requests (on moto's server, beside 100,000 objects, each costs
+about 0.7 s: BENCHMARKS.md, Sensor). The start key trails the
 newest batch seen (the watermark) by a lookback window, so a batch whose T is a little
 older than one already seen (two writers, clock skew) is still found; batches already
 handed out inside that window are remembered in the cursor and not handed out twice.
@@ -33,6 +38,7 @@ _KINDS = {"deals": (DEALS_PREFIX, deals_key), "price": (PRICE_PREFIX, price_key)
 _PARTNER_KEY = {"deals": price_key, "price": deals_key}
 _PARTNER_KIND = {"deals": "price", "price": "deals"}
 DEFAULT_LOOKBACK_MS = 15 * 60 * 1000
+PRICE_LISTING_INTERVAL_MS = 60 * 1000
 
 
 @dataclass
@@ -43,11 +49,17 @@ class StagingCursor:
     done: list[str] = field(default_factory=list)  # handed out, T within the lookback
     waiting: dict[str, str] = field(default_factory=dict)  # batch id -> kind seen so far
     since: dict[str, int] = field(default_factory=dict)  # batch id -> when its lone file was first seen (ms)
+    recheck: list[str] = field(default_factory=list)  # complete batches that could not be read: next tick
+    price_listed_ms: int | None = None  # when price files were last listed
 
     def to_json(self) -> str:
         data = {"watermark": self.watermark, "done": self.done, "waiting": self.waiting}
         if self.since:
             data["since"] = self.since
+        if self.recheck:
+            data["recheck"] = self.recheck
+        if self.price_listed_ms is not None:
+            data["price_listed_ms"] = self.price_listed_ms
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -58,6 +70,8 @@ class StagingCursor:
         return cls(
             data.get("watermark"), list(data.get("done", [])), dict(data.get("waiting", {})),
             {k: int(v) for k, v in data.get("since", {}).items()},
+            list(data.get("recheck", [])),
+            data.get("price_listed_ms"),
         )  # fmt: skip
 
 
@@ -82,15 +96,22 @@ def now_ms() -> int:
 
 
 def scan(
-    store: ObjectStore, cursor: StagingCursor, lookback_ms: int = DEFAULT_LOOKBACK_MS, now: int | None = None
+    store: ObjectStore,
+    cursor: StagingCursor,
+    lookback_ms: int = DEFAULT_LOOKBACK_MS,
+    now: int | None = None,
+    price_every_ms: int = PRICE_LISTING_INTERVAL_MS,
 ) -> ScanResult:
     """List what landed since `cursor`; return complete batches and the advanced cursor."""
     now = now_ms() if now is None else now
+    list_prices = cursor.price_listed_ms is None or now - cursor.price_listed_ms >= price_every_ms
     done = set(cursor.done)
     seen: dict[str, set[str]] = {batch: {kind} for batch, kind in cursor.waiting.items()}
     ignored: list[str] = []
     watermark = cursor.watermark
     for kind, (prefix, key_of) in _KINDS.items():
+        if kind == "price" and not list_prices:
+            continue
         start = key_of(watermark - lookback_ms) if watermark is not None else None
         for key in store.list_keys(prefix, start_after=start):
             parsed = parse_key(key)
@@ -112,7 +133,8 @@ def scan(
         watermark = max([int(b) for b in seen] + ([watermark] if watermark is not None else []))
     horizon = (watermark or 0) - lookback_ms
     kept = sorted((b for b in done.union(complete) if int(b) > horizon), key=int)
-    return ScanResult(complete=complete, cursor=StagingCursor(watermark, kept, waiting, since), ignored=ignored)
+    listed = now if list_prices else cursor.price_listed_ms
+    return ScanResult(complete, StagingCursor(watermark, kept, waiting, since, [], listed), ignored)
 
 
 @dataclass
@@ -160,12 +182,15 @@ def intake(
     """scan, then check each complete batch with the strict reader and set aside what is bad."""
     now = now_ms() if now is None else now
     found = scan(store, cursor, lookback_ms, now)
-    ready, set_aside, notes, errors = [], [], {}, []
+    ready, set_aside, notes, errors, recheck = [], [], {}, [], []
     done = set(found.cursor.done)
-    for batch in found.complete:
-        files = quarantine.locate(store, batch)
+    # Batches that could not be read last tick are looked at again even if the listing's
+    # start key has moved past them.
+    candidates = found.complete + sorted(set(cursor.recheck) - set(found.complete), key=int)
+    for batch in candidates:
         try:
-            if files is None:  # gone since the listing (moved aside by someone else)
+            files = quarantine.locate(store, batch)
+            if files is None or files.place != "staging":  # gone since the listing (moved aside meanwhile)
                 done.discard(batch)
                 continue
             checked = quarantine.read(store, files)
@@ -175,6 +200,7 @@ def intake(
         except Exception as e:  # noqa: BLE001 (a storage hiccup: look again next tick, never crash the sensor)
             errors.append(f"batch {batch}: {type(e).__name__}: {e}")
             done.discard(batch)
+            recheck.append(batch)
             continue
         ready.append(batch)
         if checked.notes:
@@ -200,5 +226,7 @@ def intake(
         sorted(done, key=int),
         still,
         {b: found.cursor.since.get(b, now) for b in still},
+        recheck,
+        found.cursor.price_listed_ms,
     )
     return IntakeResult(ready, set_aside, waiting, found.ignored, cursor_out, notes, errors)

@@ -76,6 +76,7 @@ def test_new_complete_batch_requests_one_run_keyed_by_t(env):
     assert requested(result) == [(T1, T1)]
     assert result.dynamic_partitions_requests[0].partition_keys == [T1]
     cursor = json.loads(result.cursor)
+    assert cursor.pop("price_listed_ms") > 0
     assert cursor == {"watermark": int(T1), "done": [T1], "waiting": {}}
     # The next tick requests nothing: T1 is remembered as done.
     again = tick(instance, result.cursor)
@@ -95,7 +96,14 @@ def test_each_tick_lists_only_the_lookback_window_not_the_whole_prefix(env):
     second = tick(instance, first.cursor)
     assert requested(second) == [(str(newest + 1), str(newest + 1))]
     start = newest - DEFAULT_LOOKBACK_MS
-    # Only batches newer than watermark - lookback (15 of the 30, plus the new one) are listed.
+    # Only batches newer than watermark - lookback (15 of the 30, plus the new one) are listed;
+    # price files only once a minute (the new batch's price file is looked up directly).
+    assert store.listings == [("staging/deals-", deals_key(start), 16)]
+    later = json.loads(second.cursor)
+    later["price_listed_ms"] -= 60_000
+    store.listings.clear()
+    tick(instance, json.dumps(later))
+    start = newest + 1 - DEFAULT_LOOKBACK_MS
     assert store.listings == [("staging/deals-", deals_key(start), 16), ("staging/price-", price_key(start), 16)]
     assert json.loads(second.cursor)["done"] == [t for t in old if int(t) > newest + 1 - DEFAULT_LOOKBACK_MS] + [
         str(newest + 1)
@@ -222,4 +230,6 @@ def test_a_batch_that_cannot_be_read_now_is_looked_at_again_next_tick(env, monke
     monkeypatch.setattr(LocalStore, "get_bytes", flaky)
     first = tick(instance)
     assert not first.run_requests and T1 not in json.loads(first.cursor)["done"]
-    assert requested(tick(instance, first.cursor)) == [(T1, T1)]
+    assert json.loads(first.cursor)["recheck"] == [T1]  # even if the listing moves past it
+    second = tick(instance, first.cursor)
+    assert requested(second) == [(T1, T1)] and "recheck" not in json.loads(second.cursor)
