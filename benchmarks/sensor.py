@@ -6,7 +6,8 @@ sensor that has seen them all would have it (core/watch.scan, listing only). The
 repeat, one new valid batch of 10,000 deals lands and the real sensor function
 (`staging_sensor`, through `dg.build_sensor_context`) evaluates a tick: it lists the
 lookback window only, reads and validates the new batch with the strict reader, and asks
-for its run. An idle tick (nothing new) is timed too. Beside them, in the same run, the
+for its run. Every other repeat is the once-a-minute tick that also lists price files
+(core/watch.PRICE_LISTING_INTERVAL_MS), timed apart. An idle tick (nothing new) is timed too. Beside them, in the same run, the
 naive reference: listing the whole prefix, which a sensor without a cursor does every tick.
 
 S3 is moto's server on 127.0.0.1 (ThreadedMotoServer, in this process); the 100,000
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import re
 import statistics
@@ -81,7 +83,8 @@ def measure(label: str, store, batches: int, repeat: int, n_deals: int) -> dict:
     # store; on moto that first listing alone would take many minutes, see render()).
     horizon = START_MS + (batches - 1) * SPACING_MS - DEFAULT_LOOKBACK_MS
     done = [str(START_MS + i * SPACING_MS) for i in range(batches) if START_MS + i * SPACING_MS > horizon]
-    cursor = StagingCursor(START_MS + (batches - 1) * SPACING_MS, done, {}).to_json()
+    now = int(time.time() * 1000)
+    cursor = StagingCursor(START_MS + (batches - 1) * SPACING_MS, done, {}, price_listed_ms=now).to_json()
     cold_s = request_s = None
     if pages is not None:  # one listing request that returns nothing: what the store charges per request
         last = f"{store.prefix}staging/deals-{START_MS + (batches - 1) * SPACING_MS}.csv"
@@ -90,19 +93,23 @@ def measure(label: str, store, batches: int, repeat: int, n_deals: int) -> dict:
         request_s = time.perf_counter() - t0
     if pages is None:
         t0 = time.perf_counter()
-        assert scan(store, StagingCursor()).cursor.to_json() == cursor
+        assert scan(store, StagingCursor(), now=now).cursor.to_json() == cursor
         cold_s = time.perf_counter() - t0
     deals, price = new_batch(n_deals)
     resources = {"store": StoreResource(url=store.url), "project": ProjectConfigResource()}
-    ticks, idle = [], []
+    ticks, idle, with_prices = [], [], []
     with dg.instance_for_test() as instance:
         for i in range(repeat + 1):  # the first tick warms up (imports, first reads): not counted
             t = START_MS + (batches + i) * SPACING_MS
             store.put_bytes(price_key(t), price)
             store.put_bytes(deals_key(t), deals)
+            # Every other tick is the once-a-minute one that also lists price files.
+            lists_prices = i % 2 == 1
+            if lists_prices:
+                cursor = json.dumps({k: v for k, v in json.loads(cursor).items() if k != "price_listed_ms"})
             started = time.perf_counter()
             result = staging_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
-            ticks.append(time.perf_counter() - started)
+            (with_prices if lists_prices else ticks).append(time.perf_counter() - started)
             assert [r.run_key for r in result.run_requests] == [str(t)], result
             cursor = result.cursor
             started = time.perf_counter()
@@ -111,11 +118,14 @@ def measure(label: str, store, batches: int, repeat: int, n_deals: int) -> dict:
             assert not result.run_requests
     warm_up, ticks, idle = ticks[0], ticks[1:], idle[1:]
     load = os.getloadavg()[0]
-    row = {"store": label, "objects": 2 * batches, "pages": pages, "naive_s": naive_s, "cold_s": cold_s, "tick_median": statistics.median(ticks),
-           "tick_max": max(ticks), "idle_median": statistics.median(idle), "warm_up": warm_up, "request_s": request_s, "load": load}  # fmt: skip
+    row = {"store": label, "objects": 2 * batches, "pages": pages, "naive_s": naive_s, "cold_s": cold_s,
+           "tick_median": statistics.median(ticks), "tick_max": max(ticks), "idle_median": statistics.median(idle),
+           "prices_median": statistics.median(with_prices), "prices_max": max(with_prices),
+           "warm_up": warm_up, "request_s": request_s, "load": load}  # fmt: skip
     print(
         f"{label}: {2 * batches:,} objects; tick with a new batch median {row['tick_median']:.3f} s, max "
-        f"{row['tick_max']:.3f} s (warm-up tick {warm_up:.3f} s); idle tick {row['idle_median']:.3f} s; "
+        f"{row['tick_max']:.3f} s (warm-up tick {warm_up:.3f} s); also listing price files: median "
+        f"{row['prices_median']:.3f} s, max {row['prices_max']:.3f} s; idle tick {row['idle_median']:.3f} s; "
         f"whole-prefix listing {naive_s:.2f} s{' (extrapolated)' if pages else ''}; "
         f"first scan {cold_s if cold_s is None else round(cold_s, 2)} s; one empty listing request {request_s}; "
         f"load {load:.1f}",
@@ -160,17 +170,19 @@ def render(rows: list[dict], args, started: dt.datetime) -> str:
         "window, reading and validating the new batch, the run request), then an idle tick. S3: moto's server "
         "on 127.0.0.1, through boto3.",
         "",
-        "| store | objects | tick with a new batch (median / max) | first tick (warm-up) | idle tick (median) "
+        "| store | objects | tick with a new batch (median / max) | the same, once a minute, also listing price files "
+        "(median / max) | first tick (warm-up) | idle tick (median) "
         "| one listing request returning nothing | naive: list the whole prefix | first scan (no cursor, listing only) "
         "| budget 2 s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        ok = "met" if r["tick_max"] < BUDGET_S else "MISSED"
+        ok = "met" if max(r["tick_max"], r["prices_max"]) < BUDGET_S else "MISSED"
         naive = f"{r['naive_s']:.2f} s" + (f" ({r['pages']} requests, one timed)" if r["pages"] else "")
         cold = "n/a" if r["cold_s"] is None else f"{r['cold_s']:.2f} s"
         lines.append(
             f"| {r['store']} | {r['objects']:,} | {r['tick_median']:.3f} s / {r['tick_max']:.3f} s "
+            f"| {r['prices_median']:.3f} s / {r['prices_max']:.3f} s "
             f"| {r['warm_up']:.3f} s | {r['idle_median']:.3f} s "
             f"| {'n/a' if r['request_s'] is None else format(r['request_s'], '.3f') + ' s'} | {naive} | {cold} | {ok} |"
         )
@@ -241,7 +253,7 @@ def main() -> int:
     print(section)
     if not args.no_write:
         write_markdown(section)
-    return 0 if all(r["tick_max"] < BUDGET_S for r in rows) else 1
+    return 0 if all(max(r["tick_max"], r["prices_max"]) < BUDGET_S for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -257,3 +257,17 @@ def test_every_bad_kind_of_the_issue_is_named_by_file_line_and_field():
         assert (e.source, e.line, e.field) == (f"staging/{at_fault}-T.csv", line, field), f"{kind}: {e}"
         if kind == "truncated last line":
             assert "truncated last line" in e.reason
+
+
+def test_the_reader_ships_with_glue_alone():
+    # The Glue job ships glue/ and what it imports: no Dagster, pydantic, boto3 or the rest of the project.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, glue.staging, glue.batch, glue.feature_job, glue.files\n"
+        "print(sorted(m for m in ('dagster', 'pydantic', 'boto3', 'botocore', 'ml_demo_dagster', 'pyspark')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
