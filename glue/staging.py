@@ -164,23 +164,16 @@ def _prepare(data: bytes, source: str) -> tuple[bytes, list[str]]:
     if data.startswith(BOM):
         data = data[len(BOM) :]
         notes.append(f"{source}: starts with a UTF-8 byte-order mark (accepted)")
-    if not data.strip():
+    if data.isspace():  # stops at the first other byte: no pass over a normal file
         raise StagingFormatError(source, "file has no rows (only white space)")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise StagingFormatError(source, "not UTF-8 text", data[: e.start].count(b"\n") + 1) from None
+    # Not UTF-8 and blank lines are found by the passes that read the fields (pyarrow checks
+    # UTF-8 and keeps blank lines as rows; the exact pass names both): no extra pass here.
     if b"\r" in data:
         crlf = data.count(b"\r\n")
         if crlf != data.count(b"\r"):
             at = re.search(rb"\r(?!\n)", data).start()
             raise StagingFormatError(source, "a carriage return (CR) without a line feed", data[:at].count(b"\n") + 1)
         notes.append(f"{source}: Windows line endings (CRLF) on {crlf} line(s) (accepted)")
-    if data.startswith((b"\n", b"\r\n")):
-        raise StagingFormatError(source, "blank line", 1)
-    blank = min((i for i in (data.find(b"\n\n"), data.find(b"\n\r\n")) if i >= 0), default=-1)
-    if blank >= 0:
-        raise StagingFormatError(source, "blank line", data[: blank + 1].count(b"\n") + 1)
     return data, notes
 
 
@@ -231,7 +224,10 @@ def _read_fast(data: bytes, schema: pa.Schema) -> pa.Table | None:
 
 def _fields_exact(data: bytes, source: str, columns: Sequence[str]) -> list[pa.Array]:
     """Every field as text, line by line: JSON strings decoded, the first problem named exactly."""
-    text = data.decode("utf-8")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise StagingFormatError(source, "not UTF-8 text", data[: e.start].count(b"\n") + 1) from None
     lines = text.split("\n")
     ends_with_break = text.endswith("\n")
     if ends_with_break:
@@ -318,9 +314,10 @@ def _validated(table: pa.Table, source: str, schema: pa.Schema) -> pa.Table:
     for f in schema:
         col = table.column(f.name)
         if f.name not in NULLABLE:
-            missing = pc.equal(col, "") if pa.types.is_string(col.type) else pc.is_null(col)
-            bad = _first(missing)
+            bad = _first(pc.equal(col, "")) if pa.types.is_string(col.type) else _first_null(col)
             if bad is not None:
+                if all(_is_empty(table.column(c)[bad]) for c in schema.names):  # pyarrow keeps blank lines as rows
+                    raise StagingFormatError(source, "blank line", bad + 1)
                 raise StagingFormatError(source, "required value is empty", bad + 1, f.name)
         if f.name == "timestamp":
             bad = _first(pc.invert(pc.match_substring_regex(col, _TIMESTAMP_RE)))
@@ -334,12 +331,19 @@ def _validated(table: pa.Table, source: str, schema: pa.Schema) -> pa.Table:
             col = pc.cast(col, pa.int64())
         elif pa.types.is_string(f.type):
             col = pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col) if f.name in NULLABLE else col
-        elif col.null_count < len(col):
+        elif col.null_count < len(col) and not pc.all(pc.is_finite(col)).as_py():  # nulls are skipped
             bad = _first(pc.invert(pc.is_finite(col)))
-            if bad is not None:
-                raise StagingFormatError(source, f"{_show(col[bad].as_py())} is not a finite number", bad + 1, f.name)
+            raise StagingFormatError(source, f"{_show(col[bad].as_py())} is not a finite number", bad + 1, f.name)
         out.append(col)
     return pa.Table.from_arrays(out, schema=schema)
+
+
+def _first_null(col: pa.ChunkedArray | pa.Array) -> int | None:
+    return _first(pc.is_null(col)) if col.null_count else None
+
+
+def _is_empty(value: pa.Scalar) -> bool:
+    return not value.is_valid or value.as_py() == ""
 
 
 def _read(data: bytes, source: str, schema: pa.Schema) -> tuple[pa.Table, list[str]]:
