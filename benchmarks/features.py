@@ -44,11 +44,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import describe_machine  # noqa: E402
-from glue.batch import OUTPUT_SCHEMA, read_staging_csv  # noqa: E402
+from glue.batch import OUTPUT_SCHEMA  # noqa: E402
 from glue.contract import DEAL_COLUMNS, PRICE_COLUMNS, BatchInput, features_matrix, pack_features  # noqa: E402
 from glue.feature_kernel import first_at_or_above, first_at_or_below  # noqa: E402
 from glue.feature_local import build_features_local  # noqa: E402
 from glue.spark import class_archive_path  # noqa: E402
+from glue.staging import read_deals, read_prices  # noqa: E402
 
 BATCH_DEALS = 10_000
 DATA_DIR = ROOT / "benchmarks" / ".data" / "features"
@@ -113,8 +114,12 @@ def generate(n_deals: int, folder: Path, seed: int, config) -> list[BatchInput]:
 
 def naive_batch(batch: BatchInput, history: int) -> tuple[pa.Table, dict[str, int]]:
     """One batch, written plainly: a Python loop over deals filtering whole tables."""
-    deals = read_staging_csv(batch.deals_uri, DEAL_COLUMNS).to_pandas()
-    prices = read_staging_csv(batch.price_uri, PRICE_COLUMNS).to_pandas().sort_values("timestamp", kind="stable")
+    deals = read_deals(Path(batch.deals_uri).read_bytes(), batch.deals_uri).to_pandas()
+    prices = (
+        read_prices(Path(batch.price_uri).read_bytes(), batch.price_uri)
+        .to_pandas()
+        .sort_values("timestamp", kind="stable")
+    )
     prices = prices.reset_index(drop=True)
     prices["second"] = prices["timestamp"] // 1000
     prices["mid"] = (prices["BID"] + prices["OFFER"]) / 2
@@ -256,7 +261,6 @@ def main() -> int:
         return 0
 
     from ml_demo_dagster.config import default_config
-    from ml_demo_dagster.core.staging import read_deals, read_prices
 
     config = default_config()
     history = config.features.history_seconds
@@ -267,8 +271,10 @@ def main() -> int:
     all_batches = generate(max(sizes), data, args.seed, config)
     print(f"generated {max(sizes)} deals in {len(all_batches)} batches in {time.perf_counter() - t0:.1f} s", flush=True)
     first = all_batches[0]
-    read_deals(Path(first.deals_uri).read_bytes(), first.deals_uri)  # the files meet the staging contract
-    read_prices(Path(first.price_uri).read_bytes(), first.price_uri)
+    from glue.staging import read_batch
+
+    # the files meet the staging contract
+    read_batch(Path(first.deals_uri).read_bytes(), Path(first.price_uri).read_bytes(), first.deals_uri, first.price_uri)
 
     results, per_deal_naive, loads = [], None, [os.getloadavg()[0]]
     for n in sizes:

@@ -1,28 +1,29 @@
 """One batch, from its two staging CSVs to its parquet part file: shared by both faces of the job.
 
-The Spark job (in its tasks) and the single-process job call `run_batch`, so they parse
-the seed's CSV format the same way (explicit types: quoted numbers such as "0" parse, an
-empty field is a missing value), feed the same arrays to the kernel and write the same
-parquet. No Spark, Dagster or AWS imports.
+The Spark job (in its tasks) and the single-process job call `run_batch`, which reads the
+batch with the staging contract's one strict reader (glue.staging.read_batch: the same
+reader ingest uses, so a batch ingest accepted parses here value for value), feeds the
+arrays to the kernel and writes the parquet part file. A task never lets an exception out:
+`batch_outcome` turns a contract violation or any other failure into a `BatchError` result
+(one line, with the file, line and field of a contract violation), so the driver, not a
+JVM stack trace, tells the caller what went wrong. No Spark, Dagster or AWS imports.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from glue import files
-from glue.contract import DEAL_COLUMNS, OUTPUT_COLUMNS, PRICE_COLUMNS, BatchInput, pack_features
+from glue.contract import OUTPUT_COLUMNS, BatchInput, pack_features
 from glue.feature_kernel import KernelResult, compute_features
+from glue.staging import StagingFormatError, read_batch
 
-_STRINGS = {"loss_or_profit", "type", "UPDATE_TIME", "MARKET_STATE"}
 OUTPUT_SCHEMA = pa.schema([
     ("batch", pa.string()), ("timestamp", pa.int64()), ("label", pa.int8()),
     ("duration_ms", pa.int64()), ("duration_known", pa.bool_()), ("features", pa.binary()),
@@ -30,32 +31,16 @@ OUTPUT_SCHEMA = pa.schema([
 assert tuple(OUTPUT_SCHEMA.names) == OUTPUT_COLUMNS
 
 
-class BatchFormatError(ValueError):
-    """A staging file the job cannot parse (the message names the file)."""
-
-
-def read_staging_csv(source: bytes | str | os.PathLike, columns: Sequence[str], name: str = "") -> pa.Table:
-    """A headerless staging CSV (bytes or a path) as a typed table; empty numbers are null."""
-    types = {c: pa.int64() if c == "timestamp" else pa.string() if c in _STRINGS else pa.float64() for c in columns}
-    data = pa.BufferReader(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
-    try:
-        return pacsv.read_csv(
-            data,
-            read_options=pacsv.ReadOptions(column_names=list(columns)),
-            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(columns)),
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise BatchFormatError(f"{name or source}: {e}") from None
-
-
-def batch_features(deals_csv, price_csv, history_seconds: int, names: tuple[str, str] = ("", "")) -> KernelResult:
-    """The kernel's result for one batch's deals and price CSVs (bytes or paths)."""
-    deals = read_staging_csv(deals_csv, DEAL_COLUMNS, names[0])
-    prices = read_staging_csv(price_csv, PRICE_COLUMNS, names[1])
+def batch_features(
+    deals_csv: bytes, price_csv: bytes, history_seconds: int, names: tuple[str, str] = ("deals", "price")
+) -> KernelResult:
+    """The kernel's result for one batch's deals and price files (bytes), read by the strict reader."""
+    batch = read_batch(deals_csv, price_csv, names[0], names[1])
+    deals, prices = batch.deals, batch.prices
     buys = deals.filter(pc.equal(deals.column("type"), "buy"))
 
     def num(table: pa.Table, column: str) -> np.ndarray:
-        return table.column(column).to_numpy()
+        return table.column(column).to_numpy(zero_copy_only=False)
 
     return compute_features(
         num(prices, "timestamp"), num(prices, "BID"), num(prices, "OFFER"),
@@ -86,6 +71,16 @@ def output_batches(batch_id: str, result: KernelResult, chunk_rows: int = 8192) 
 
 
 @dataclass(frozen=True)
+class BatchError:
+    """Why one batch's task produced no part file: a contract violation (`problem` says file,
+    line, field and reason: the batch is bad) or another failure (`problem` None: may pass on retry)."""
+
+    batch_id: str
+    message: str  # one line, naming the batch
+    problem: dict | None = None  # {file, line, field, reason}
+
+
+@dataclass(frozen=True)
 class PartResult:
     """What one batch's task did: its counts and the part file it wrote."""
 
@@ -107,7 +102,9 @@ def parquet_buffer(table: pa.Table) -> pa.Buffer:
 
 
 def run_batch(batch: BatchInput, index: int, out_uri: str, history_seconds: int) -> PartResult:
-    """Read one batch's staging files, compute its features, write its part file under out_uri."""
+    """Read one batch's staging files, compute its features, write its part file under out_uri.
+
+    Raises StagingFormatError when the batch breaks the staging contract."""
     result = batch_features(
         files.read_bytes(batch.deals_uri), files.read_bytes(batch.price_uri), history_seconds,
         names=(batch.deals_uri, batch.price_uri),
@@ -116,3 +113,21 @@ def run_batch(batch: BatchInput, index: int, out_uri: str, history_seconds: int)
     part = files.join(out_uri, part_name(index))
     files.write_bytes(part, parquet_buffer(table))
     return PartResult(batch.batch_id, dict(result.counts), part)
+
+
+def one_line(error: BaseException, limit: int = 400) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    text = str(error).strip().splitlines()
+    first = next((line.strip() for line in text if line.strip()), "")
+    message = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def batch_outcome(batch: BatchInput, index: int, out_uri: str, history_seconds: int) -> PartResult | BatchError:
+    """run_batch, with any failure returned as a BatchError instead of raised (the task body)."""
+    try:
+        return run_batch(batch, index, out_uri, history_seconds)
+    except StagingFormatError as e:
+        return BatchError(batch.batch_id, f"batch {batch.batch_id}: {e}", e.to_dict())
+    except Exception as e:  # noqa: BLE001 (reported as a result; the driver raises one clean error)
+        return BatchError(batch.batch_id, f"batch {batch.batch_id}: {one_line(e)}")

@@ -1,8 +1,8 @@
 """What the feature job reads, writes and reports, shared by its Spark and pyarrow faces.
 
-The staging column names repeat `ml_demo_dagster.core.staging` on purpose: glue/ is
-shipped to AWS Glue on its own, without the rest of the project (a test keeps the two
-in step). No Spark, Dagster or AWS imports.
+The staging files' columns come from glue.staging, the contract's one definition (glue/ is
+shipped to AWS Glue on its own, so the contract lives here, not in the rest of the project).
+No Spark, Dagster or AWS imports.
 """
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ import numpy as np
 import pyarrow as pa
 
 from glue.feature_kernel import COUNT_KEYS, empty_counts
+from glue.staging import DEAL_COLUMNS, PRICE_COLUMNS  # noqa: F401  (re-exported: the job's inputs)
 
-DEAL_COLUMNS = ("timestamp", "loss_or_profit", "type", "stop", "limit", "price", "stop_price", "limit_price")
-PRICE_COLUMNS = (
-    "timestamp", "BID", "OFFER", "MID_OPEN", "CHANGE", "CHANGE_PCT", "HIGH", "LOW",
-    "UPDATE_TIME", "MARKET_STATE", "MARKET_DELAY",
-)  # fmt: skip
 # batch string, timestamp int64, label int8, duration_ms int64, duration_known bool, features binary.
 # `features` packs a row's 5 + H values as little-endian float32 into one binary value:
 # parquet writes one value per row instead of one per float (measured here: a 100k x 605

@@ -5,8 +5,9 @@ the job spreads them over Spark tasks and each task does whole batches end to en
 1. `parallelize` the list of batches (ids and file URIs, not data) into a few slices per
    core (`sparkContext.defaultParallelism`: the local cores, or all executor cores on Glue);
 2. in each task, for each of its batches, `glue.batch.run_batch`: read the two staging
-   CSVs (glue.files: local paths or s3://), parse them with pyarrow (explicit types), call
-   the numpy kernel (glue.feature_kernel) and write the batch's parquet part file
+   CSVs (glue.files: local paths or s3://), parse them with the staging contract's strict
+   reader (glue.staging, the one ingest uses), call the numpy kernel (glue.feature_kernel)
+   and write the batch's parquet part file
    (`part-<index>.parquet`, dictionary encoding off, `features` packed as one binary value
    per row: glue.contract.pack_features);
 3. each task returns only its batches' counts; the driver collects them (the FeatureReport:
@@ -23,8 +24,13 @@ Failure and retries: a part file's name depends only on the batch's position and
 bytes only on the batch, and each is written whole (glue.files.write_bytes), so a retried
 or speculative task rewrites the same file. The output folder is emptied first (the old
 `_SUCCESS` with it) and `_SUCCESS` is written only when every batch is done, so a reader
-never takes a half-written output for a finished one. A batch whose files cannot be parsed
-fails the job with one line naming the file (FeatureJobError), not a JVM stack trace.
+never takes a half-written output for a finished one.
+
+Errors: a task never raises. Each batch's outcome is a result (glue.batch.batch_outcome), and
+the driver raises one clean exception with one line: BatchDataError when a batch breaks the
+staging contract (its `problems` name the batch, file, line, field and reason: the batch is
+bad, a retry cannot help), FeatureJobError for anything else (storage, Spark: worth a retry).
+A failure of Spark itself (a lost worker) is reduced to one line too, never a Py4J trace.
 No Dagster, no AWS SDK and nothing local-only here: the Glue script calls build_features.
 """
 
@@ -33,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from glue import files
-from glue.batch import BatchFormatError, PartResult, run_batch
+from glue.batch import BatchError, PartResult, batch_outcome, one_line
 from glue.contract import BatchInput, FeatureReport
 
 SUCCESS = "_SUCCESS"
@@ -43,7 +49,18 @@ SLICES_PER_CORE = 2
 
 
 class FeatureJobError(RuntimeError):
-    """The job's inputs cannot be processed as given (the message says which)."""
+    """The job failed; the message is one line saying which batch and why."""
+
+
+class BatchDataError(FeatureJobError):
+    """One or more batches break the staging contract; `problems` maps batch id -> {file, line, field, reason}."""
+
+    def __init__(self, message: str, problems: dict[str, dict]):
+        super().__init__(message)
+        self.problems = problems
+
+    def __reduce__(self):
+        return type(self), (str(self), self.problems)
 
 
 def build_features(spark, batches: Sequence[BatchInput], out_uri: str, history_seconds: int) -> FeatureReport:
@@ -63,12 +80,13 @@ def build_features(spark, batches: Sequence[BatchInput], out_uri: str, history_s
     slices = min(len(batches), max(1, SLICES_PER_CORE * sc.defaultParallelism))
     files.clear_folder(out_uri)
     try:
-        outcomes = sc.parallelize(list(enumerate(batches)), slices).mapPartitions(
-            _batch_task(out_uri, int(history_seconds))
-        ).collect()  # fmt: skip
-        errors = [o for o in outcomes if isinstance(o, str)]
-        if errors:
-            raise FeatureJobError(errors[0] + (f" (and {len(errors) - 1} more batches)" if len(errors) > 1 else ""))
+        try:
+            outcomes = sc.parallelize(list(enumerate(batches)), slices).mapPartitions(
+                _batch_task(out_uri, int(history_seconds))
+            ).collect()  # fmt: skip
+        except Exception as e:  # Spark itself failed (a lost worker): one line, never the JVM trace
+            raise FeatureJobError(f"the Spark job failed: {_spark_line(e)}") from None
+        raise_for_errors([o for o in outcomes if isinstance(o, BatchError)])
         files.write_bytes(files.join(out_uri, SUCCESS), b"")
     except BaseException:
         files.clear_folder(out_uri)
@@ -77,18 +95,36 @@ def build_features(spark, batches: Sequence[BatchInput], out_uri: str, history_s
     return FeatureReport({b: done[b] for b in ids})
 
 
+def raise_for_errors(errors: Sequence[BatchError]) -> None:
+    """Raise one clean exception for the batches that failed: BatchDataError if any broke the contract."""
+    if not errors:
+        return
+    bad = [e for e in errors if e.problem is not None]
+    first = (bad or errors)[0]
+    more = f" (and {len(errors) - 1} more batches)" if len(errors) > 1 else ""
+    if bad:
+        raise BatchDataError(first.message + more, {e.batch_id: e.problem for e in bad})
+    raise FeatureJobError(first.message + more)
+
+
+def _spark_line(error: BaseException) -> str:
+    java = getattr(error, "java_exception", None)
+    if java is not None:
+        try:
+            return one_line(RuntimeError(java.toString()))
+        except Exception:  # noqa: BLE001 (the gateway may be gone)
+            pass
+    return one_line(error)
+
+
 def _batch_task(
     out_uri: str, history_seconds: int
-) -> Callable[[Iterable[tuple[int, BatchInput]]], Iterator[PartResult | str]]:
-    """The task body: each batch of the slice end to end; a batch that cannot be parsed is
-    reported as its one-line message (it would fail the same way on every retry)."""
+) -> Callable[[Iterable[tuple[int, BatchInput]]], Iterator[PartResult | BatchError]]:
+    """The task body: each batch of the slice end to end, every outcome a result (never raised)."""
 
-    def task(items: Iterable[tuple[int, BatchInput]]) -> Iterator[PartResult | str]:
+    def task(items: Iterable[tuple[int, BatchInput]]) -> Iterator[PartResult | BatchError]:
         for index, batch in items:
-            try:
-                yield run_batch(batch, index, out_uri, history_seconds)
-            except BatchFormatError as e:
-                yield f"batch {batch.batch_id}: {e}"
+            yield batch_outcome(batch, index, out_uri, history_seconds)
 
     return task
 

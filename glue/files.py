@@ -4,6 +4,8 @@ pyarrow's filesystems do the work (pyarrow.fs: the local disk, and S3 with the s
 credential chain; `AWS_ENDPOINT_URL` points it at another S3, such as moto in the tests).
 The tasks that compute a batch's features read its two files and write its part file here,
 so a Spark task on a Glue worker and the single-process job use the same calls.
+S3 throttling (SlowDown) and 5xx answers are retried with exponential backoff by the AWS
+SDK's standard retry strategy, up to S3_MAX_ATTEMPTS attempts per request.
 No Spark, Dagster or boto3 imports.
 """
 
@@ -12,7 +14,8 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
-from urllib.parse import unquote
+from functools import lru_cache
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -27,11 +30,32 @@ def local_path(uri: str) -> str | None:
     return os.path.abspath(uri)
 
 
+S3_MAX_ATTEMPTS = 8
+
+
+@lru_cache(maxsize=8)
+def s3_filesystem(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
+    """pyarrow's S3 with the standard retry strategy (throttling and 5xx, exponential backoff)."""
+    options: dict = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_MAX_ATTEMPTS)}
+    if endpoint:
+        parsed = urlparse(endpoint)
+        options.update(endpoint_override=parsed.netloc or endpoint, scheme=parsed.scheme or "https")
+    if region:
+        options["region"] = region
+    return pafs.S3FileSystem(**options)
+
+
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and path of a URI: local files in any spelling, or anything pyarrow knows (s3://)."""
+    """The filesystem and path of a URI: local files in any spelling, s3:// through s3_filesystem,
+    anything else pyarrow knows."""
     path = local_path(uri)
     if path is not None:
         return pafs.LocalFileSystem(), path
+    if uri.startswith("s3://"):
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        return s3_filesystem(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"), region), uri[
+            5:
+        ]
     return pafs.FileSystem.from_uri(uri)
 
 

@@ -99,6 +99,12 @@ class SimSection(_Section):
     momentum_seconds: float = Field(default=300.0, gt=0, le=86_400)
 
 
+class IngestSection(_Section):
+    # A batch file whose partner has not landed this long after the watcher first saw it is
+    # quarantined (the exporter writes both within seconds; allow for slow uploads).
+    lone_file_timeout_seconds: int = Field(default=600, ge=0, le=7 * 86_400)
+
+
 class FeaturesSection(_Section):
     history_seconds: int = Field(ge=1, le=86_400)
 
@@ -193,6 +199,10 @@ class ServingSection(_Section):
 
 class DagsterSection(_Section):
     sensor_interval_seconds: int = Field(ge=1, le=3600)
+    # Retries of a step that touches storage or Spark (data errors are never retried):
+    # up to `step_retries` more attempts, waiting retry_delay_seconds, then twice that, ...
+    step_retries: int = Field(default=3, ge=0, le=20)
+    retry_delay_seconds: float = Field(default=2.0, ge=0, le=600)
 
 
 class IGSection(_Section):
@@ -216,6 +226,7 @@ class ProjectConfig(_Section):
     export: ExportSection
     stream: StreamSection
     sim: SimSection
+    ingest: IngestSection = IngestSection()
     features: FeaturesSection
     training: TrainingSection
     tuning: TuningSection

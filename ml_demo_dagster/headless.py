@@ -1,10 +1,17 @@
 """Headless runs: evaluate the staging sensor once and materialize what it asks for, in
 this process, without a Dagster daemon. `ml-demo pipeline` and `ml-demo demo` use it.
 
-The same sensor core, assets and resources as `dagster dev`. State kept in the store
-(`state/pipeline.json`): the sensor cursor and the batches requested but not yet done, so
-an interrupted invocation picks up where it stopped and a second invocation with nothing
-new does nothing.
+The same sensor core (core/watch.intake: bad batches quarantined before any run, lone
+files waiting then quarantined), assets and resources as `dagster dev`. State kept in the
+store (`state/pipeline.json`): the sensor cursor and the batches requested but not yet
+done, so an invocation killed halfway is finished by the next one, and a second invocation
+with nothing new does nothing. `retry` runs quarantined batches again (after a fix).
+
+The summary lists every batch the invocation saw, each with a status: `trained`,
+`quarantined` (with the file, line, field and reason), `waiting` (with the file it waits
+for and when it will be quarantined), `ignored` (a key under staging/ that is not a batch
+file), or `failed` (the pipeline itself failed on it, after its retries: the only status
+that makes `ml-demo pipeline` exit non-zero).
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ from typing import Any
 import dagster as dg
 
 from ml_demo_dagster.config import ProjectConfig
+from ml_demo_dagster.core import quarantine
 from ml_demo_dagster.core.store import ObjectStore
-from ml_demo_dagster.core.watch import StagingCursor, scan
+from ml_demo_dagster.core.watch import StagingCursor, intake
 from ml_demo_dagster.defs.partitions import batches as batches_partitions
 from ml_demo_dagster.defs.resources import StoreResource, resources_for
 
@@ -82,20 +90,52 @@ def _plain(v: Any) -> Any:
     return getattr(v, "value", v)
 
 
+TRAINED, QUARANTINED, WAITING, IGNORED, FAILED = "trained", "quarantined", "waiting", "ignored", "failed"
+
+
+class RetryError(ValueError):
+    """A batch asked to be retried is not quarantined (the message says where to look)."""
+
+
+def _quarantine_of(result: dg.ExecuteInProcessResult) -> dict | None:
+    """The quarantine record a failed step left in its Failure's metadata, if any."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.user_failure_data:
+            record = event.step_failure_data.user_failure_data.metadata.get("quarantine")
+            if record is not None:
+                return getattr(record, "value", record)
+    return None
+
+
+def quarantined_row(record: dict, seconds: float = 0.0) -> dict[str, Any]:
+    """A summary row for a quarantined batch: where it broke the contract and why."""
+    row = {"batch": record["batch"], "status": QUARANTINED, "reason": quarantine.one_line(record)}
+    row.update({k: record.get(k) for k in ("file", "line", "field", "stage")})
+    row["quarantine"] = quarantine.quarantine_prefix(record["batch"])
+    row["seconds"] = round(seconds, 1)
+    return row
+
+
 def summarize_result(batch_id: str, result: dg.ExecuteInProcessResult, seconds: float) -> dict[str, Any]:
     """One batch's line of the summary, from the run's materializations and checks."""
+    record = None if result.success else _quarantine_of(result)
+    if record is not None:
+        return quarantined_row(record, seconds)
     meta: dict[tuple[str, str], Any] = {}
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization
         for key, v in mat.metadata.items():
             meta[(mat.asset_key.to_user_string(), key)] = _plain(v)
-    row: dict[str, Any] = {"batch": batch_id, "status": "ok" if result.success else "failed"}
+    row: dict[str, Any] = {"batch": batch_id, "status": TRAINED if result.success else FAILED}
     for source, name in SUMMARY_FIELDS.items():
         if source in meta:
             row[name] = meta[source]
             low, high = ((source[0], source[1] + suffix) for suffix in INTERVAL_SUFFIXES)
             if low in meta and high in meta:
                 row[name + "_ci95"] = [meta[low], meta[high]]
+    notes = meta.get(("raw_ticks", "notes"))
+    if notes:
+        row["notes"] = notes
     failed_checks = [
         f"{e.asset_check_evaluation_data.asset_key.to_user_string()}:{e.asset_check_evaluation_data.check_name}"
         for e in result.all_events
@@ -127,12 +167,14 @@ def first_error(result: dg.ExecuteInProcessResult) -> str:
 
 def overall(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The summary over all batches of an invocation."""
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r["status"] == TRAINED]
     last = ok[-1] if ok else {}
+    count = {status: sum(1 for r in rows if r["status"] == status) for status in (QUARANTINED, WAITING, IGNORED)}
     return {
         "batches": len(rows),
-        "succeeded": len(ok),
-        "failed": len(rows) - len(ok),
+        "trained": len(ok),
+        **count,
+        "failed": sum(1 for r in rows if r["status"] == FAILED),
         "deployed": sum(1 for r in ok if r.get("decision") == "deployed"),
         "serving_version": last.get("serving_version"),
         "latest_test_precision": last.get("test_precision"),
@@ -141,8 +183,17 @@ def overall(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "latest_test_roc_auc_ci95": last.get("test_roc_auc_ci95"),
         "latest_live_precision": last.get("live_precision"),
         "latest_live_precision_ci95": last.get("live_precision_ci95"),
-        "seconds": round(sum(r["seconds"] for r in rows), 1),
+        "seconds": round(sum(r.get("seconds", 0.0) for r in rows), 1),
     }
+
+
+def _check_retries(store: ObjectStore, retry: list[str]) -> None:
+    for batch_id in retry:
+        if quarantine.read_reason(store, batch_id) is None:
+            raise RetryError(
+                f"--retry {batch_id}: batch {batch_id} is not quarantined (no {quarantine.reason_key(batch_id)} "
+                f"in {store.url}); quarantined: {', '.join(quarantine.quarantined_batches(store)) or 'none'}"
+            )
 
 
 def run_pipeline(
@@ -152,34 +203,52 @@ def run_pipeline(
     target: str | None = None,
     on_batch: Callable[[dict[str, Any]], None] | None = None,
     log_level: str = "WARNING",
+    retry: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Evaluate the sensor over staging/ now and materialize every batch it requests."""
+    """Evaluate the sensor over staging/ now and materialize every batch it requests (and `retry`)."""
     from ml_demo_dagster.definitions import ASSETS
 
     resources = resources_for(config, target)
     resources["store"] = StoreResource(url=store_url, region=config.project.region)
     store = resources["store"].open()
+    retry = sorted(set(retry), key=int)
+    _check_retries(store, retry)
     state = PipelineState.load(store)
-    found = scan(store, state.cursor)
-    todo = sorted(set(state.pending) | set(found.complete), key=int)
+    found = intake(store, state.cursor, lone_timeout_ms=config.ingest.lone_file_timeout_seconds * 1000)
+    todo = sorted(set(state.pending) | set(found.ready) | set(retry), key=int)
     state = PipelineState(found.cursor, list(todo))
     state.save(store)
-    if not todo:
-        return {"batches": [], "overall": overall([]), "message": f"nothing to do: {found.waiting_reason()}"}
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(batches_partitions.name, todo)
-    rows = []
-    for batch_id in todo:
-        started = time.perf_counter()
-        result = dg.materialize(
-            ASSETS, partition_key=batch_id, instance=instance, resources=resources, raise_on_error=False,
-            tags={"ml-demo/batch": batch_id},
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        )  # fmt: skip
-        row = summarize_result(batch_id, result, time.perf_counter() - started)
+
+    rows: list[dict[str, Any]] = []
+
+    def report(row: dict[str, Any]) -> None:
         rows.append(row)
-        state.pending.remove(batch_id)
-        state.save(store)
         if on_batch:
             on_batch(row)
-    return {"batches": rows, "overall": overall(rows)}
+
+    for record in found.quarantined:
+        report(quarantined_row(record))
+    if todo:
+        instance = dg.DagsterInstance.ephemeral()
+        instance.add_dynamic_partitions(batches_partitions.name, todo)
+        for batch_id in todo:
+            started = time.perf_counter()
+            result = dg.materialize(
+                ASSETS, partition_key=batch_id, instance=instance, resources=resources, raise_on_error=False,
+                tags={"ml-demo/batch": batch_id},
+                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            )  # fmt: skip
+            report(summarize_result(batch_id, result, time.perf_counter() - started))
+            state.pending.remove(batch_id)
+            state.save(store)
+    for lone in found.waiting:
+        report({"batch": lone.batch, "status": WAITING, "reason": f"waiting for {lone.waiting_for}",
+                **lone.to_dict(), "seconds": 0.0})  # fmt: skip
+    for key in found.ignored:
+        report({"batch": None, "status": IGNORED, "key": key,
+                "reason": "not a batch file name (staging/deals-<T>.csv or staging/price-<T>.csv, T = 13 digits)",
+                "seconds": 0.0})  # fmt: skip
+    summary: dict[str, Any] = {"batches": rows, "overall": overall(rows)}
+    if not todo:
+        summary["message"] = f"nothing to do: {found.waiting_reason()}"
+    return summary

@@ -11,7 +11,7 @@ Arrow and Python (so format_rows, which follows JavaScript's JSON.stringify) pri
 same digits but switch to exponent notation at different magnitudes: plain text is the
 same for 1e-4 <= |x| < 1e10, zero, and missing or non-finite values (both empty). Any
 value outside that is printed by format_rows itself, and rows with anything unexpected
-(a string needing an escape, a fraction in an integer column, a value of another type)
+(a string needing a JSON escape, a fraction in an integer column, a value of another type)
 are formatted by format_rows whole, so the output never differs; tests compare the two.
 """
 
@@ -27,7 +27,7 @@ from ml_demo_dagster.core.staging import format_rows
 
 _PLAIN_LOW, _PLAIN_HIGH = 1e-4, 1e10
 _EXACT_INT = 2.0**53
-_NEEDS_ESCAPING = r'["\\]'
+_NEEDS_ESCAPING = r'["\\\x00-\x1f]'  # what JSON.stringify escapes (format_rows does it)
 _REFUSED = (TypeError, ValueError, OverflowError, pa.ArrowInvalid, pa.ArrowTypeError)
 
 

@@ -1,8 +1,9 @@
 """`ml-demo features DEALS.csv PRICE.csv --out FILE.parquet`: the feature job on one batch.
 
-A thin shell around glue.feature_job.build_features on local Spark: it validates both
-files against the staging contract first (a bad file is reported by file, line and field,
-and nothing is written), runs the job into a scratch folder, and writes one parquet file
+A thin shell around glue.feature_job.build_features on local Spark: it reads both files
+with the staging contract's strict reader first (glue.staging.read_batch, the one ingest
+and the job use; a bad file is reported by file, line and field, and nothing is written),
+runs the job into a scratch folder, and writes one parquet file
 with the columns `timestamp`, `label`, `f0`..`f<W-1>` (the feature array expanded,
 W = 5 + features.history_seconds from the config), replacing FILE only when complete.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pyarrow.parquet as pq
 
 from ml_demo_dagster.cli.common import UserError
 from ml_demo_dagster.config import load_config
-from ml_demo_dagster.core.staging import read_deals, read_prices
+from ml_demo_dagster.core.staging import read_batch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,8 +61,10 @@ def expand_features(table: pa.Table) -> pa.Table:
 def run(args: argparse.Namespace) -> int:
     config = load_config()  # not the cached default: the environment may have changed since
     history = config.features.history_seconds
-    deals = read_deals(_read(args.deals), args.deals)
-    prices = read_prices(_read(args.price), args.price)
+    checked = read_batch(_read(args.deals), _read(args.price), args.deals, args.price)
+    deals, prices = checked.deals, checked.prices
+    for note in checked.notes:
+        print(f"ml-demo features: note: {note}", file=sys.stderr)
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder, expected a file name")
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from pyspark.sql import SparkSession
 
     from glue.contract import BatchInput
-    from glue.feature_job import build_features
+    from glue.feature_job import BatchDataError, build_features
     from glue.spark import local_spark_session
 
     owned = SparkSession.getActiveSession() is None
@@ -78,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix=".features-", dir=out.parent) as scratch:
             batch = BatchInput(Path(args.deals).stem, os.path.abspath(args.deals), os.path.abspath(args.price))
-            report = build_features(spark, [batch], os.path.join(scratch, "job"), history)
+            try:
+                report = build_features(spark, [batch], os.path.join(scratch, "job"), history)
+            except BatchDataError as e:  # the files changed since they were read above
+                raise UserError(str(e)) from None
             table = expand_features(pq.read_table(os.path.join(scratch, "job")))
             partial = os.path.join(scratch, "out.parquet")
             pq.write_table(table, partial, use_dictionary=False)

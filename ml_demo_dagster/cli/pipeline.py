@@ -1,8 +1,12 @@
 """`ml-demo pipeline` and `ml-demo demo`: the retraining graph without a Dagster daemon.
 
 `pipeline` evaluates the staging sensor once over what is in the store now and
-materializes every batch it requests, in this process (ml_demo_dagster/headless.py).
-`demo` first streams N simulated batches into the store, then does the same.
+materializes every batch it requests, in this process (ml_demo_dagster/headless.py);
+`--retry T` runs a quarantined batch again after its files were fixed. It lists every batch
+it saw (trained, quarantined with the reason, waiting with what for) and exits 0 when each
+was trained or quarantined: bad data is an outcome, not a failure. It exits 1 only when the
+pipeline itself failed on a batch. `demo` first streams N simulated batches into the store,
+then does the same.
 """
 
 from __future__ import annotations
@@ -33,16 +37,29 @@ def _interval(ci: list | None) -> str:
     return f"  95% interval [{low:.4f}, {high:.4f}]"
 
 
+def _batch_id(value: str) -> str:
+    if not (value.isdigit() and len(value) == 13):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a batch id (T: 13 digits, epoch ms)")
+    return value
+
+
 def print_batch(row: dict[str, Any]) -> None:
     """One human-readable block per batch, on stdout, as soon as the batch is done."""
-    print(f"batch {row['batch']}: {row['status']} in {row['seconds']} s")
-    if row["status"] != "ok":
+    status = row["status"]
+    if status in ("quarantined", "waiting", "ignored"):
+        print(f"batch {row['batch'] or row.get('key')}: {status}: {row['reason']}")
+        if status == "quarantined":
+            print(f"  files and reason.json in {row['quarantine']}; fix them, then --retry {row['batch']}")
+        sys.stdout.flush()
+        return
+    print(f"batch {row['batch']}: {status} in {row['seconds']} s")
+    if status != "trained":
         print(f"  error: {row.get('error', 'see the Dagster run for details')}")
     for key in ("deals", "feature_rows", "features", "train_rows", "validation_rows", "test_rows",
                 "purge_gap_seconds", "trials", "best_hyperparameters", "objective_metric", "validation_objective",
                 "validation_roc_auc", "test_precision", "test_recall", "test_roc_auc", "test_base_rate",
                 "live_precision", "live_roc_auc", "gate_metric", "challenger_score", "champion_score",
-                "gate_difference", "decision", "decision_reason", "failed_checks"):  # fmt: skip
+                "gate_difference", "decision", "decision_reason", "failed_checks", "notes"):  # fmt: skip
         if key in row:
             print(f"  {key:22s} {_fmt(row[key])}{_interval(row.get(key + '_ci95'))}")
     sys.stdout.flush()
@@ -59,12 +76,13 @@ def _run(args: argparse.Namespace, config) -> int:
             target=args.target,
             on_batch=None if args.json else print_batch,
             log_level="DEBUG" if args.verbose else "WARNING",
+            retry=getattr(args, "retry", None) or (),
         )
-    except ValueError as e:  # an unavailable target, an empty split: the user's to fix
+    except ValueError as e:  # an unavailable target, a batch that is not quarantined: the user's to fix
         raise UserError(str(e)) from None
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
-    elif not summary["batches"]:
+    elif "message" in summary and not summary["batches"]:
         print(summary["message"])
     else:
         print("overall: " + _fmt(summary["overall"]))
@@ -100,6 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", choices=["local", "aws"], help="resources to use (default: project.target)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--verbose", action="store_true", help="show Dagster's event log on stderr")
+    p.add_argument("--retry", metavar="T", type=_batch_id, action="append",
+                   help="run quarantined batch T again (after fixing its files in quarantine/T/); repeatable")  # fmt: skip
     p.set_defaults(handler=pipeline_command)
 
     d = sub.add_parser("demo", help="stream N simulated batches, then run the pipeline on them")

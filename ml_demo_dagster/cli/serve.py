@@ -58,12 +58,15 @@ def run(args: argparse.Namespace) -> int:
     champion, problem = server.watcher.current()
     state = f"serving model {champion.version}" if champion else f"waiting: {problem}"
     print(f"ml-demo serve: listening on {server.url} (store {store.url}; {state})", flush=True)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # SIGINT too, explicitly: a process started in the background, or forked while another
+    # thread of its parent was inside system(3), inherits SIGINT ignored and would never stop.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         print("ml-demo serve: stopped", file=sys.stderr, flush=True)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         server.server_close()
     return 0

@@ -286,12 +286,15 @@ def to_table(ds: TrainingDataset) -> pa.Table:
 def write_dataset(ds: TrainingDataset, store: ObjectStore, prefix: str) -> dict[str, str]:
     """Write the CSV channels and the parquet copy; returns {train, validation, test, parquet} -> key."""
     keys = channel_keys(prefix)
-    # Everything is encoded before the first write, so a failure leaves nothing half-written.
+    # Everything is encoded before the first write. The parquet copy (what read_dataset reads)
+    # goes first out and last in, so a process killed between two writes never leaves a
+    # parquet copy beside channels of another dataset: parquet present means all complete.
     payloads = _csv_channels(ds)
     sink = io.BytesIO()
     pq.write_table(to_table(ds), sink, use_dictionary=["split", "batch"], compression="zstd")
     payloads["parquet"] = sink.getvalue()
-    for name, data in payloads.items():
+    store.delete(keys["parquet"])
+    for name, data in payloads.items():  # train, validation, test, then parquet
         store.put_bytes(keys[name], data)
     return keys
 

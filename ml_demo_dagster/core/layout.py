@@ -1,9 +1,9 @@
 """Where everything derived from a batch lives in the object store (one place for keys).
 
 staging/{deals,price}-<T>.csv   the streamer's batches (core/staging.py)
-rejected/<T>.json               why a malformed batch was set aside
+quarantine/<T>/                 a bad batch's files and reason.json (core/quarantine.py)
 raw/{ticks,deals}/<T>.parquet   validated, columnar copies
-features/<T>/*.parquet          the feature job's output for batch T
+features/<T>/*.parquet          the feature job's output for batch T (complete: _SUCCESS)
 datasets/<T>/                   training channels (CSV) + columnar copy, window ending at T
 models/...                      model versions and the champion pointer (core/registry.py)
 monitoring/live/<T>.json        the serving model's precision on batch T, before retraining
@@ -25,10 +25,6 @@ LIVE_PREFIX = "monitoring/live/"
 
 def raw_key(kind: str, batch_id: str) -> str:
     return f"raw/{kind}/{batch_id}.parquet"
-
-
-def rejected_key(batch_id: str) -> str:
-    return f"rejected/{batch_id}.json"
 
 
 def features_prefix(batch_id: str) -> str:
@@ -60,6 +56,16 @@ def read_features(store: ObjectStore, batch_id: str) -> pa.Table:
         raise FileNotFoundError(f"{store.url}: no features for batch {batch_id}")
     tables = [read_table(store, k) for k in keys]
     return pa.concat_tables(tables).sort_by("timestamp")
+
+
+def delete_features(store: ObjectStore, batch_id: str) -> int:
+    """Remove a batch's feature output, `_SUCCESS` first (so no window reads a part of it)."""
+    prefix = features_prefix(batch_id) + "/"
+    keys = list(store.list_keys(prefix))
+    keys.sort(key=lambda k: not k.endswith("/_SUCCESS"))
+    for key in keys:
+        store.delete(key)
+    return len(keys)
 
 
 def batches_with_features(store: ObjectStore) -> list[str]:

@@ -4,6 +4,10 @@ One small interface with two faces: a local folder (the default, no cloud accoun
 S3. Keys are '/'-separated, like S3 keys. Writes are atomic: the local face writes a
 temporary file and renames it; the S3 face does one put. Listing takes `start_after`,
 so callers that keep a cursor list only what is new. No Dagster imports.
+
+S3 throttling (503 SlowDown) and server errors (500, 502, 503, 504) are retried by the
+client with exponential backoff and jitter: botocore's "standard" retry mode, up to
+S3_MAX_ATTEMPTS attempts per call, before a StoreError says what failed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
+
+S3_MAX_ATTEMPTS = 8  # botocore standard mode: backoff base 2^n s with full jitter, capped at 20 s
 
 
 class StoreError(RuntimeError):
@@ -104,22 +110,31 @@ class LocalStore(ObjectStore):
         return self.path(key).is_file()
 
     def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
-        # The folder part of the prefix is walked; names are filtered by the rest.
-        folder = prefix.rpartition("/")[0]
-        base = self.root / folder if folder else self.root
-        if not base.is_dir():
-            return iter(())
-        keys = []
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            rel = Path(dirpath).relative_to(self.root).as_posix()
-            for name in filenames:
-                if name.startswith("."):
+        # Only the prefix's folder is read, names filtered by the rest of the prefix before any
+        # key is built, and only matching sub-folders entered: a listing of staging/deals-
+        # beside 100,000 other names costs one pass over the names, not one key per name.
+        folder, _, name_prefix = prefix.rpartition("/")
+        keys: list[str] = []
+        self._collect(self.root / folder if folder else self.root, f"{folder}/" if folder else "", name_prefix,
+                      start_after, keys)  # fmt: skip
+        keys.sort()
+        return iter(keys)
+
+    def _collect(self, path: Path, key_prefix: str, name_prefix: str, start_after: str | None, out: list[str]) -> None:
+        try:
+            entries = os.scandir(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith(".") or not name.startswith(name_prefix):
                     continue
-                key = name if rel == "." else f"{rel}/{name}"
-                if key.startswith(prefix) and (start_after is None or key > start_after):
-                    keys.append(key)
-        return iter(sorted(keys))
+                key = key_prefix + name
+                if entry.is_dir(follow_symlinks=False):
+                    self._collect(Path(entry.path), key + "/", "", start_after, out)
+                elif (start_after is None or key > start_after) and entry.is_file():
+                    out.append(key)
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
@@ -133,11 +148,13 @@ class S3Store(ObjectStore):
 
     def __init__(self, bucket: str, prefix: str = "", region: str | None = None, client=None):
         import boto3  # imported here: the local face must not pay for boto3
+        from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self._client = client or boto3.client("s3", region_name=region)
+        retries = Config(retries={"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS})
+        self._client = client or boto3.client("s3", region_name=region, config=retries)
 
     def _full(self, key: str) -> str:
         return self.prefix + _check_key(key)

@@ -41,7 +41,7 @@ def test_demo_streams_and_retrains_every_batch(store_dir, capsys):
     code, summary = run_json(capsys, "demo", "--batches", "2", "--store", str(store_dir))
     assert code == 0, summary
     rows = summary["batches"]
-    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    assert len(rows) == 2 and all(r["status"] == "trained" for r in rows)
     assert [r["batch"] for r in rows] == sorted(r["batch"] for r in rows)
     for row in rows:
         assert row["deals"] == 2000
@@ -67,6 +67,7 @@ def test_demo_streams_and_retrains_every_batch(store_dir, capsys):
     expected_serving = second["serving_version"]
     assert (champion or {}).get("version") == expected_serving
     assert summary["overall"]["batches"] == 2 and summary["overall"]["failed"] == 0
+    assert summary["overall"]["trained"] == 2
     # The dataset of the second batch spans both batches (window of 3).
     assert len(second["window"]) == 2
 
@@ -81,7 +82,7 @@ def test_second_invocation_with_nothing_new_does_nothing(store_dir, capsys):
     assert "nothing to do" in capsys.readouterr().out
 
 
-def test_malformed_batch_is_set_aside_and_the_next_one_still_trains(store_dir, capsys):
+def test_malformed_batch_is_quarantined_and_the_next_one_still_trains(store_dir, capsys):
     store = LocalStore(store_dir)
     good = sorted(k for k in store.list_keys("staging/deals-"))[-1]
     good_t = good.split("-")[1].split(".")[0]
@@ -93,18 +94,19 @@ def test_malformed_batch_is_set_aside_and_the_next_one_still_trains(store_dir, c
     before = store.get_bytes(deals_key(bad_t))
 
     code, summary = run_json(capsys, "pipeline", "--store", str(store_dir))
-    assert code == 1
+    assert code == 0  # bad data is an outcome, not a failure of the pipeline
     (row,) = summary["batches"]
-    assert row["batch"] == bad_t and row["status"] == "failed"
-    assert f"staging/deals-{bad_t}.csv line 3 field type" in row["error"]
-    rejection = json.loads(store.get_text(f"rejected/{bad_t}.json"))
-    assert (rejection["line"], rejection["field"]) == (3, "type")
-    assert store.get_bytes(deals_key(bad_t)) == before  # nothing altered or removed
+    assert row["batch"] == bad_t and row["status"] == "quarantined"
+    assert f"staging/deals-{bad_t}.csv line 3 field type" in row["reason"]
+    record = json.loads(store.get_text(f"quarantine/{bad_t}/reason.json"))
+    assert (record["line"], record["field"]) == (3, "type")
+    assert store.get_bytes(f"quarantine/{bad_t}/deals-{bad_t}.csv") == before  # moved, not altered
+    assert not store.exists(deals_key(bad_t))
 
-    # The next batch trains normally; the rejected one is not in its window.
+    # The next batch trains normally; the quarantined one is not in its window.
     assert main(["stream", "--source", "sim", "--seed", "11", "--max-batches", "1", "--store", str(store_dir)]) == 0
     code, summary = run_json(capsys, "pipeline", "--store", str(store_dir))
     assert code == 0
     (row,) = summary["batches"]
-    assert row["status"] == "ok"
+    assert row["status"] == "trained"
     assert bad_t not in row["window"]

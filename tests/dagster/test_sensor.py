@@ -7,12 +7,14 @@ import json
 
 import dagster as dg
 import pytest
+from staging_kit import batch_bytes
 
+from ml_demo_dagster.core import watch
 from ml_demo_dagster.core.staging import deals_key, price_key
 from ml_demo_dagster.core.store import LocalStore
 from ml_demo_dagster.core.watch import DEFAULT_LOOKBACK_MS
 from ml_demo_dagster.defs.ingest.sensors import staging_sensor
-from ml_demo_dagster.defs.resources import StoreResource
+from ml_demo_dagster.defs.resources import ProjectConfigResource, StoreResource
 
 T1, T2, T3, T4 = "1700000000001", "1700000000002", "1700000000003", "1700000000004"
 
@@ -38,14 +40,20 @@ def env(tmp_path, monkeypatch):
         yield store, instance
 
 
-def land(store, batch_id, files=("price", "deals")):
+def land(store, batch_id, files=("price", "deals"), data=None):
+    deals, price = data or batch_bytes(seed=int(batch_id) % 1000, n_ticks=8)
     for kind in files:
-        store.put_bytes(price_key(batch_id) if kind == "price" else deals_key(batch_id), b"x")
+        if kind == "price":
+            store.put_bytes(price_key(batch_id), price)
+        else:
+            store.put_bytes(deals_key(batch_id), deals)
 
 
 def tick(instance, cursor=None):
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"store": StoreResource(url="unused")}
+        instance=instance,
+        cursor=cursor,
+        resources={"store": StoreResource(url="unused"), "project": ProjectConfigResource()},
     )
     return staging_sensor(context)
 
@@ -68,6 +76,7 @@ def test_new_complete_batch_requests_one_run_keyed_by_t(env):
     assert requested(result) == [(T1, T1)]
     assert result.dynamic_partitions_requests[0].partition_keys == [T1]
     cursor = json.loads(result.cursor)
+    assert cursor.pop("price_listed_ms") > 0
     assert cursor == {"watermark": int(T1), "done": [T1], "waiting": {}}
     # The next tick requests nothing: T1 is remembered as done.
     again = tick(instance, result.cursor)
@@ -87,7 +96,14 @@ def test_each_tick_lists_only_the_lookback_window_not_the_whole_prefix(env):
     second = tick(instance, first.cursor)
     assert requested(second) == [(str(newest + 1), str(newest + 1))]
     start = newest - DEFAULT_LOOKBACK_MS
-    # Only batches newer than watermark - lookback (15 of the 30, plus the new one) are listed.
+    # Only batches newer than watermark - lookback (15 of the 30, plus the new one) are listed;
+    # price files only once a minute (the new batch's price file is looked up directly).
+    assert store.listings == [("staging/deals-", deals_key(start), 16)]
+    later = json.loads(second.cursor)
+    later["price_listed_ms"] -= 60_000
+    store.listings.clear()
+    tick(instance, json.dumps(later))
+    start = newest + 1 - DEFAULT_LOOKBACK_MS
     assert store.listings == [("staging/deals-", deals_key(start), 16), ("staging/price-", price_key(start), 16)]
     assert json.loads(second.cursor)["done"] == [t for t in old if int(t) > newest + 1 - DEFAULT_LOOKBACK_MS] + [
         str(newest + 1)
@@ -159,3 +175,61 @@ def test_files_that_are_not_batches_are_ignored(env):
     store.put_bytes("staging/deals-notes.csv", b"x")
     land(store, T1)
     assert requested(tick(instance)) == [(T1, T1)]
+
+
+def test_a_bad_batch_is_quarantined_by_the_tick_and_never_runs(env):
+    store, instance = env
+    deals, price = batch_bytes(seed=2, n_ticks=8)
+    land(store, T1)
+    land(store, T2, data=(deals.replace(b'"buy"', b'"sell"', 1), price))
+    result = tick(instance)
+    assert requested(result) == [(T1, T1)]  # the good one still runs
+    assert not store.exists(deals_key(T2)) and not store.exists(price_key(T2))
+    record = json.loads(store.get_text(f"quarantine/{T2}/reason.json"))
+    assert (record["file"], record["line"], record["field"]) == (deals_key(T2), 1, "type")
+    assert "'sell' is not one of buy" in record["reason"] and record["stage"] == "sensor"
+    assert store.get_bytes(f"quarantine/{T2}/deals-{T2}.csv") == deals.replace(b'"buy"', b'"sell"', 1)  # not altered
+    assert store.get_bytes(f"quarantine/{T2}/price-{T2}.csv") == price
+    # Nothing left to do; the next tick says what it did not run.
+    land(store, T3, data=(b"", price))
+    again = tick(instance, result.cursor)
+    assert not again.run_requests and f"quarantined {T3}" in again.skip_reason.skip_message
+
+
+def test_a_lone_file_waits_then_is_quarantined_after_the_timeout(env, monkeypatch):
+    store, instance = env
+    clock = {"now": 1_800_000_000_000}
+    monkeypatch.setattr(watch, "now_ms", lambda: clock["now"])
+    monkeypatch.setenv("ML_DEMO__INGEST__LONE_FILE_TIMEOUT_SECONDS", "60")
+    land(store, T1, files=("deals",))
+    first = tick(instance)
+    assert "waiting for the other file of: " + price_key(T1) in first.skip_reason.skip_message
+    clock["now"] += 59_000
+    assert "waiting for" in tick(instance, first.cursor).skip_reason.skip_message
+    clock["now"] += 1_000
+    late = tick(instance, first.cursor)
+    assert f"quarantined {T1}" in late.skip_reason.skip_message
+    assert json.loads(late.cursor)["waiting"] == {}
+    record = json.loads(store.get_text(f"quarantine/{T1}/reason.json"))
+    assert record["file"] == deals_key(T1) and f"no {price_key(T1)} after 60 s" in record["reason"]
+    assert record["files"] == [f"quarantine/{T1}/deals-{T1}.csv"] and not store.exists(deals_key(T1))
+
+
+def test_a_batch_that_cannot_be_read_now_is_looked_at_again_next_tick(env, monkeypatch):
+    store, instance = env
+    land(store, T1)
+    real_get = LocalStore.get_bytes
+    calls = {"n": 0}
+
+    def flaky(self, key):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("disk hiccup")
+        return real_get(self, key)
+
+    monkeypatch.setattr(LocalStore, "get_bytes", flaky)
+    first = tick(instance)
+    assert not first.run_requests and T1 not in json.loads(first.cursor)["done"]
+    assert json.loads(first.cursor)["recheck"] == [T1]  # even if the listing moves past it
+    second = tick(instance, first.cursor)
+    assert requested(second) == [(T1, T1)] and "recheck" not in json.loads(second.cursor)

@@ -3,8 +3,10 @@
 The reference walks a dense per-second grid with Python loops and dicts; it shares no
 code with glue/, so agreement between the two means something. The generator makes
 batches with the awkward cases the definition must handle: seconds without ticks, several
-ticks in one second, several price rows with the same timestamp, ticks with missing
-MID_OPEN/HIGH/LOW, deals without enough history, and a deal without a matching tick.
+ticks in one second, ticks with missing MID_OPEN/HIGH/LOW, deals without enough history,
+and, for the kernel alone (`contract=False`), several price rows with the same timestamp and
+a deal without a matching tick: the staging contract refuses both in files, so the batches
+the job reads from files (`contract=True`, the default) have neither.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ class Batch:
     deals: list[dict]  # DEAL_COLUMNS keys, file order
 
 
-def generate_batch(seed: int, n_ticks: int = 400, spread: float = 2.0, stop: float = 5.0, limit: float = 5.0) -> Batch:
-    """A random-walk batch in the staging shape, with gaps, bursts, ties and missing values."""
+def generate_batch(
+    seed: int, n_ticks: int = 400, spread: float = 2.0, stop: float = 5.0, limit: float = 5.0, contract: bool = True
+) -> Batch:
+    """A random-walk batch in the staging shape, with gaps, bursts and missing values; with
+    contract=False also ties (rows on one timestamp) and a deal without a tick."""
     rng = np.random.default_rng(seed)
     t = 1_700_000_000_000 + int(rng.integers(0, 1000))
     mid = 30_000.0
@@ -40,7 +45,7 @@ def generate_batch(seed: int, n_ticks: int = 400, spread: float = 2.0, stop: flo
         elif r < 0.35:
             t += int(rng.integers(1, 300))  # several ticks in one second
         elif r < 0.40:
-            pass  # same millisecond as the previous row
+            t += 0 if not contract else 1  # the same millisecond as the previous row (kernel only)
         else:
             t += int(rng.integers(300, 1_600))
         mid = round(mid + float(rng.normal(0, 1.0)), 2)
@@ -70,10 +75,11 @@ def generate_batch(seed: int, n_ticks: int = 400, spread: float = 2.0, stop: flo
             "timestamp": p["timestamp"], "loss_or_profit": outcome, "type": "buy", "stop": stop,
             "limit": limit, "price": p["OFFER"], "stop_price": stop_price, "limit_price": limit_price,
         })  # fmt: skip
-    # One deal whose timestamp matches no price row.
-    orphan = dict(deals[len(deals) // 2])
-    orphan["timestamp"] += 1 if orphan["timestamp"] + 1 not in {p["timestamp"] for p in prices} else 3
-    deals.append(orphan)
+    if not contract:
+        # One deal whose timestamp matches no price row.
+        orphan = dict(deals[len(deals) // 2])
+        orphan["timestamp"] += 1 if orphan["timestamp"] + 1 not in {p["timestamp"] for p in prices} else 3
+        deals.append(orphan)
     return Batch(prices, deals)
 
 

@@ -12,9 +12,8 @@ import pytest
 from feature_reference import Batch, generate_batch, kernel_inputs, reference_features, write_batch
 
 from glue import contract
-from glue.batch import read_staging_csv
 from glue.contract import BatchInput
-from glue.feature_job import FeatureJobError, build_features
+from glue.feature_job import BatchDataError, FeatureJobError, build_features
 from glue.feature_kernel import compute_features
 from glue.feature_local import build_features_local
 from ml_demo_dagster.cli import main
@@ -100,9 +99,8 @@ def test_seed_format_quirks_parse_in_spark_and_pyarrow_alike(spark, tmp_path):
     price, deals = tmp_path / "price.csv", tmp_path / "deals.csv"
     price.write_text("\n".join(price_lines) + "\n")
     deals.write_text("\n".join(deal_lines) + "\n")
-    staging.read_prices(price.read_bytes(), str(price))  # the contract accepts it as it is
-    staging.read_deals(deals.read_bytes(), str(deals))
-    table = read_staging_csv(price, contract.PRICE_COLUMNS)
+    staging.read_batch(deals.read_bytes(), price.read_bytes(), str(deals), str(price))  # accepted as it is
+    table = staging.read_prices(price.read_bytes(), str(price))
     assert table.column("BID").to_pylist()[:2] == [5934.209999999999, 5936.1]
     assert table.column("MID_OPEN").to_pylist()[2] is None and table.column("MARKET_DELAY").to_pylist()[1:3] == [
         0,
@@ -196,8 +194,39 @@ def test_spark_job_reports_a_bad_batch_in_one_line_and_leaves_no_output(spark, t
         build_features(spark, [b for b, _ in inputs], str(out), HISTORY)
     message = str(caught.value)
     assert len(message.splitlines()) == 1 and str(bad) in message and "batch 31" in message
+    assert "line 5 field BID" in message and "not a number" in message
     assert "Traceback" not in message and "Py4J" not in message
+    assert isinstance(caught.value, BatchDataError)  # bad data: not worth a retry
+    assert caught.value.problems["31"] == {"file": str(bad), "line": 5, "field": "BID",
+                                           "reason": "'not-a-number' is not a number"}  # fmt: skip
     assert list(out.iterdir()) == []  # no _SUCCESS, no part files
+
+
+@pytest.mark.spark
+def test_ingest_and_the_job_agree_on_a_fractional_timestamp(spark, tmp_path):
+    # Once accepted by ingest and refused by the job (two parsers); now one reader refuses it in both.
+    ((batch, _),) = _batches(tmp_path, seeds=[32])
+    price = Path(batch.price_uri)
+    lines = price.read_text().splitlines()
+    lines[0] = lines[0].replace(lines[0].split(",")[0], lines[0].split(",")[0] + ".0", 1)
+    price.write_text("\n".join(lines) + "\n")
+    with pytest.raises(staging.StagingFormatError) as ingest_says:
+        staging.read_batch(Path(batch.deals_uri).read_bytes(), price.read_bytes(), batch.deals_uri, batch.price_uri)
+    with pytest.raises(BatchDataError) as job_says:
+        build_features(spark, [batch], str(tmp_path / "out"), HISTORY)
+    assert job_says.value.problems["32"] == ingest_says.value.to_dict()
+    assert ingest_says.value.to_dict()["line"] == 1 and ingest_says.value.field == "timestamp"
+
+
+@pytest.mark.spark
+def test_a_failure_that_is_not_bad_data_is_one_line_and_not_a_data_error(spark, tmp_path):
+    ((batch, _),) = _batches(tmp_path, seeds=[33])
+    Path(batch.price_uri).unlink()  # storage trouble, not a contract violation: worth a retry
+    with pytest.raises(FeatureJobError) as caught:
+        build_features(spark, [batch], str(tmp_path / "out"), HISTORY)
+    assert not isinstance(caught.value, BatchDataError)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and message.startswith("batch 33: FileNotFoundError")
 
 
 def test_spark_job_refuses_inputs_it_cannot_tell_apart(tmp_path):

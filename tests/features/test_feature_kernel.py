@@ -89,7 +89,7 @@ def test_no_prices_means_no_tick_for_every_deal():
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("history", [1, 7, 40])
 def test_kernel_equals_brute_force_reference(seed, history):
-    batch = generate_batch(seed)
+    batch = generate_batch(seed, contract=False)
     rows, counts = reference_features(batch, history)
     r = compute_features(**kernel_inputs(batch), history_seconds=history)
     assert r.counts == counts
@@ -102,7 +102,7 @@ def test_kernel_equals_brute_force_reference(seed, history):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_durations_equal_a_replay_of_the_dealer(seed):
-    batch = generate_batch(seed, n_ticks=300, stop=3.0, limit=4.0)
+    batch = generate_batch(seed, n_ticks=300, stop=3.0, limit=4.0, contract=False)
     rows, _ = reference_features(batch, 5)
     r = compute_features(**kernel_inputs(batch), history_seconds=5)
     assert r.duration_ms.tolist() == [x["duration_ms"] for x in rows]
@@ -131,7 +131,7 @@ def test_first_passage_search_equals_a_scan():
     drop_every=st.integers(2, 5),
 )
 def test_prices_at_or_after_a_deals_second_never_change_its_features(seed, history, pick, shift, drop_every):
-    batch = generate_batch(seed, n_ticks=150)
+    batch = generate_batch(seed, n_ticks=150, contract=False)
     base = compute_features(**kernel_inputs(batch), history_seconds=history)
     if len(base.timestamp) == 0:
         return

@@ -1,21 +1,31 @@
 """Features: the glue/ Spark job turns one batch into 605 features per deal (DESIGN §4.2).
 
 Locally the job runs on Spark started by dagster-pyspark; on aws the same transform runs
-as a Glue job. The asset only calls the feature-job resource and reads back what it wrote.
+as a Glue job. The asset calls the feature-job resource, reads back what it wrote and
+checks it. Training windows read only batches whose features are complete and passed
+(core/layout.batches_with_features: a `_SUCCESS` marker), so:
+- a batch the job finds breaking the staging contract (BatchDataError: batch, file, line,
+  field) is quarantined and the step fails with that one line, not retried;
+- features that fail a blocking check are deleted (marker first) and the batch is
+  quarantined with the check's name and numbers, so no later window can read them;
+- any other failure of the job (storage, Spark: FeatureJobError, one line) fails the step
+  with that line, and the step's retry policy runs it again.
 """
 
 import dagster as dg
 
-from ml_demo_dagster.core.layout import features_prefix, read_features
+from glue.feature_job import BatchDataError, FeatureJobError
+from ml_demo_dagster.core.layout import delete_features, features_prefix, read_features
 from ml_demo_dagster.defs.features import checks
-from ml_demo_dagster.defs.ingest.assets import raw_deals, raw_ticks
 from ml_demo_dagster.defs.metadata import row_count
+from ml_demo_dagster.defs.ingest.assets import quarantine_failure
 from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import FeatureJobResource, ProjectConfigResource, StoreResource
+from ml_demo_dagster.defs.retries import STORAGE_RETRY
 
 
 @dg.asset(partitions_def=batches, group_name="features", kinds={"spark", "parquet"},
-          deps=[raw_ticks, raw_deals], check_specs=checks.FEATURE_CHECKS)  # fmt: skip
+          deps=["raw_ticks", "raw_deals"], check_specs=checks.FEATURE_CHECKS, retry_policy=STORAGE_RETRY)  # fmt: skip
 def batch_features(
     context: dg.AssetExecutionContext,
     store: StoreResource,
@@ -24,11 +34,32 @@ def batch_features(
 ) -> dg.MaterializeResult:
     """Per-deal features of one batch: tick values and 600 per-second mean mids, minus the deal's mid."""
     batch_id, s, cfg = context.partition_key, store.open(), project.get()
-    counts = feature_job.run(s, batch_id, features_prefix(batch_id), cfg.features.history_seconds)
+    try:
+        counts = feature_job.run(s, batch_id, features_prefix(batch_id), cfg.features.history_seconds)
+    except BatchDataError as e:
+        problem = e.problems.get(batch_id) or next(iter(e.problems.values()))
+        raise quarantine_failure(s, batch_id, problem, "features") from None
+    except FeatureJobError as e:  # worth a retry: the policy decides
+        raise dg.Failure(description=f"batch {batch_id}: the feature job failed: {e}", allow_retries=True) from None
     table = read_features(s, batch_id)
     X = checks.feature_matrix(table)
     labels = table.column("label").to_numpy()
     context.log.info(f"batch {batch_id}: {counts}")
+    results = [
+        checks.features_have_no_nan(X, labels),
+        checks.feature_width_is_605(X, cfg.feature_dim),
+        checks.label_balance_is_reported(labels),
+    ]
+    blocking = {spec.name for spec in checks.FEATURE_CHECKS if spec.blocking}
+    failed = [r for r in results if r.check_name in blocking and not r.passed]
+    if failed:
+        delete_features(s, batch_id)
+        detail = "; ".join(
+            f"{r.check_name} { ({k: getattr(v, 'value', v) for k, v in r.metadata.items()}) }" for r in failed
+        )
+        problem = {"file": s.uri(features_prefix(batch_id)), "line": None, "field": None,
+                   "reason": f"features failed blocking check(s): {detail}"}  # fmt: skip
+        raise quarantine_failure(s, batch_id, problem, "features")
     return dg.MaterializeResult(
         metadata={
             **row_count(table.num_rows),
@@ -40,9 +71,5 @@ def batch_features(
             else 0.0,
             "path": s.uri(features_prefix(batch_id)),
         },
-        check_results=[
-            checks.features_have_no_nan(X, labels),
-            checks.feature_width_is_605(X, cfg.feature_dim),
-            checks.label_balance_is_reported(labels),
-        ],
+        check_results=results,
     )

@@ -1,36 +1,60 @@
 """Ingest: a batch's staging files, validated against the contract and kept columnar.
 
-A malformed file never stops the pipeline: the run for that batch fails with the file,
-line and field in its message, a rejection record is written to `rejected/<T>.json`, the
-staging files stay untouched, and the sensor goes on with the next batches.
+Both assets read the whole batch with the staging contract's one strict reader
+(glue/staging.py through core/quarantine.py), the same reader the sensor used before asking
+for the run and the feature job uses after. A batch that breaks the contract is moved to
+`quarantine/<T>/` with `reason.json` (file, line, field, reason) and the step fails with
+that one line, not retried (it would fail the same way). The sensor and the other batches
+go on. A quarantined batch whose files were fixed in place is found there, checked again
+and, if it passes, moved back to `staging/` before the run goes on (a retry: README,
+Troubleshooting). A byte-order mark or Windows line endings are accepted and said so in the
+materialization's `notes` and in the log.
 """
-
-import json
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ml_demo_dagster.core.layout import raw_key, read_table, rejected_key, write_table
-from ml_demo_dagster.core.staging import StagingFormatError, deals_key, price_key, read_deals, read_prices
+from ml_demo_dagster.core import quarantine
+from ml_demo_dagster.core.layout import raw_key, write_table
+from ml_demo_dagster.core.staging import StagingBatch, StagingFormatError
 from ml_demo_dagster.core.store import ObjectStore
 from ml_demo_dagster.defs.ingest import checks
 from ml_demo_dagster.defs.metadata import preview
 from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import ProjectConfigResource, StoreResource
+from ml_demo_dagster.defs.retries import STORAGE_RETRY
 
 
-def _parse_or_reject(store: ObjectStore, batch_id: str, key: str, parse) -> pa.Table:
-    try:
-        return parse(store.get_bytes(key), key)
-    except StagingFormatError as e:
-        record = {"batch": batch_id, "file": key, "line": e.line, "field": e.field, "reason": e.reason}
-        store.put_text(rejected_key(batch_id), json.dumps(record, indent=2))
+def quarantine_failure(store: ObjectStore, batch_id: str, problem: dict, stage: str) -> dg.Failure:
+    """Quarantine the batch and return the step's failure: one line, never retried."""
+    record = quarantine.quarantine(store, batch_id, problem, stage)
+    return dg.Failure(
+        description=f"batch {batch_id} quarantined: {quarantine.one_line(record)}",
+        metadata={"quarantine": dg.MetadataValue.json(record)},
+        allow_retries=False,
+    )
+
+
+def load_batch(context: dg.AssetExecutionContext, store: ObjectStore, batch_id: str) -> StagingBatch:
+    """The batch, read strictly from staging/ (or from quarantine/<T>/ after a fix, then moved
+    back); a contract violation quarantines it and fails the step."""
+    files = quarantine.locate(store, batch_id)
+    if files is None:
         raise dg.Failure(
-            description=f"batch {batch_id} set aside: {e}",
-            metadata={"rejection": dg.MetadataValue.json(record)},
+            description=f"batch {batch_id}: its two files are in neither staging/ nor {quarantine.quarantine_prefix(batch_id)}",
             allow_retries=False,
-        ) from None
+        )
+    try:
+        batch = quarantine.read(store, files)
+    except StagingFormatError as e:
+        raise quarantine_failure(store, batch_id, quarantine.problem_of(e), "ingest") from None
+    if files.place == "quarantine":
+        restored = quarantine.release(store, batch_id)
+        context.log.info(f"batch {batch_id}: fixed files pass the contract; moved back to staging/: {restored}")
+    for note in batch.notes:
+        context.log.warning(f"batch {batch_id}: {note}")
+    return batch
 
 
 def _span(ts: pa.ChunkedArray) -> dict:
@@ -38,34 +62,40 @@ def _span(ts: pa.ChunkedArray) -> dict:
     return {"first_ms": lo, "last_ms": hi, "minutes": round((hi - lo) / 60000, 1)}
 
 
-@dg.asset(partitions_def=batches, group_name="ingest", kinds={"csv", "parquet"}, check_specs=checks.TICK_CHECKS)
+def _notes(batch: StagingBatch) -> dict:
+    return {"notes": dg.MetadataValue.json(list(batch.notes))} if batch.notes else {}
+
+
+@dg.asset(partitions_def=batches, group_name="ingest", kinds={"csv", "parquet"}, check_specs=checks.TICK_CHECKS,
+          retry_policy=STORAGE_RETRY)  # fmt: skip
 def raw_ticks(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
     """Price ticks of one batch, validated against the staging contract, as parquet."""
     batch_id, s = context.partition_key, store.open()
-    ticks = _parse_or_reject(s, batch_id, price_key(batch_id), read_prices)
+    batch = load_batch(context, s, batch_id)
+    ticks = batch.prices
     write_table(s, raw_key("ticks", batch_id), ticks)
     return dg.MaterializeResult(
         metadata={"rows": ticks.num_rows, **_span(ticks.column("timestamp")), "preview": preview(ticks),
-                  "path": s.uri(raw_key("ticks", batch_id))},
+                  "path": s.uri(raw_key("ticks", batch_id)), **_notes(batch)},
         check_results=[checks.ticks_are_ordered(ticks), checks.spread_is_positive(ticks)],
     )  # fmt: skip
 
 
 @dg.asset(partitions_def=batches, group_name="ingest", kinds={"csv", "parquet"}, deps=[raw_ticks],
-          check_specs=checks.DEAL_CHECKS)  # fmt: skip
+          check_specs=checks.DEAL_CHECKS, retry_policy=STORAGE_RETRY)  # fmt: skip
 def raw_deals(
     context: dg.AssetExecutionContext, store: StoreResource, project: ProjectConfigResource
 ) -> dg.MaterializeResult:
     """Buy deals of one batch with their outcome, validated against the staging contract, as parquet."""
     batch_id, s = context.partition_key, store.open()
-    deals = _parse_or_reject(s, batch_id, deals_key(batch_id), read_deals)
+    batch = load_batch(context, s, batch_id)
+    deals, ticks = batch.deals, batch.prices
     write_table(s, raw_key("deals", batch_id), deals)
-    ticks = read_table(s, raw_key("ticks", batch_id))
     profit = pc.sum(pc.equal(deals.column("loss_or_profit"), "profit")).as_py()
     return dg.MaterializeResult(
         metadata={"rows": deals.num_rows, "profit_share": round(profit / deals.num_rows, 4),
                   **_span(deals.column("timestamp")), "preview": preview(deals),
-                  "path": s.uri(raw_key("deals", batch_id))},
+                  "path": s.uri(raw_key("deals", batch_id)), **_notes(batch)},
         check_results=[
             checks.deals_have_ticks(deals, ticks),
             checks.deal_levels_match_stop_and_limit(deals, project.get().market.point_value),

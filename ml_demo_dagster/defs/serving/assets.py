@@ -24,6 +24,7 @@ from ml_demo_dagster.defs.features.checks import feature_matrix
 from ml_demo_dagster.defs.metadata import interval, value
 from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import DeployerResource, ProjectConfigResource, ScorerResource, StoreResource
+from ml_demo_dagster.defs.retries import STORAGE_RETRY
 from ml_demo_dagster.defs.training.assets import settings_for, tuned_model
 
 LIVE_SCORES = ("precision", "recall", "roc_auc")
@@ -51,7 +52,9 @@ def _live_plot(history: list[dict]) -> str:
     return png_markdown(plot)
 
 
-@dg.asset(partitions_def=batches, group_name="serving", kinds={"python"}, deps=[batch_features])
+@dg.asset(
+    partitions_def=batches, group_name="serving", kinds={"python"}, deps=[batch_features], retry_policy=STORAGE_RETRY
+)
 def live_precision(
     context: dg.AssetExecutionContext, store: StoreResource, project: ProjectConfigResource, scorer: ScorerResource
 ) -> dg.MaterializeResult:
@@ -90,7 +93,13 @@ def live_precision(
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(partitions_def=batches, group_name="serving", kinds={"python"}, deps=[tuned_model, live_precision])
+@dg.asset(
+    partitions_def=batches,
+    group_name="serving",
+    kinds={"python"},
+    deps=[tuned_model, live_precision],
+    retry_policy=STORAGE_RETRY,
+)
 def deployed_model(
     context: dg.AssetExecutionContext,
     store: StoreResource,

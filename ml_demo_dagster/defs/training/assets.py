@@ -21,6 +21,7 @@ from ml_demo_dagster.defs.features.assets import batch_features
 from ml_demo_dagster.defs.metadata import interval, interval_values, row_count, scores_table, table, value
 from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import ProjectConfigResource, StoreResource, TunerResource
+from ml_demo_dagster.defs.retries import STORAGE_RETRY
 
 TUNED_MODEL = dg.AssetKey("tuned_model")
 MODEL_CHECKS = [
@@ -45,7 +46,13 @@ def settings_for(cfg, batch_id: str) -> Settings:
     return Settings.from_config(cfg.evaluation, seed=int(batch_id) % 2**32)
 
 
-@dg.asset(partitions_def=batches, group_name="training", kinds={"parquet", "csv"}, deps=[batch_features])
+@dg.asset(
+    partitions_def=batches,
+    group_name="training",
+    kinds={"parquet", "csv"},
+    deps=[batch_features],
+    retry_policy=STORAGE_RETRY,
+)
 def training_dataset(
     context: dg.AssetExecutionContext, store: StoreResource, project: ProjectConfigResource
 ) -> dg.MaterializeResult:
@@ -75,7 +82,7 @@ def training_dataset(
 
 
 @dg.asset(partitions_def=batches, group_name="training", kinds={"python"}, deps=[training_dataset],
-          check_specs=MODEL_CHECKS)  # fmt: skip
+          check_specs=MODEL_CHECKS, retry_policy=STORAGE_RETRY)  # fmt: skip
 def tuned_model(
     context: dg.AssetExecutionContext, store: StoreResource, project: ProjectConfigResource, tuner: TunerResource
 ) -> dg.MaterializeResult:
