@@ -17,8 +17,8 @@ import dagster as dg
 from glue.feature_job import BatchDataError, FeatureJobError
 from ml_demo_dagster.core.layout import delete_features, features_prefix, read_features
 from ml_demo_dagster.defs.features import checks
-from ml_demo_dagster.defs.metadata import row_count
 from ml_demo_dagster.defs.ingest.assets import quarantine_failure
+from ml_demo_dagster.defs.metadata import row_count
 from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import FeatureJobResource, ProjectConfigResource, StoreResource
 from ml_demo_dagster.defs.retries import STORAGE_RETRY
