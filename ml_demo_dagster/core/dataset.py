@@ -6,11 +6,18 @@ decided by the very prices a validation or test deal is labelled on. Here:
 
 - the window's rows are concatenated and sorted by opening time (stable, so equal
   timestamps keep their batch order);
-- they are cut by row fractions (train/validation/test, in time order);
-- the gap is the longest deal in the window (max `duration_ms`); the first rows of the
-  validation split whose opening time is < (last opening time in train) + gap are dropped
-  and counted, and likewise between validation and test. Every training deal is then
-  resolved before the first validation deal opens. No other row is ever dropped.
+- they are cut by row fractions: the test rows are the newest; the validation rows come
+  in `validation_chunks` pieces spread evenly over the time before them, each after its
+  share of the training rows (one piece: train | validation | test). A single validation
+  stretch right after the training rows favours models that merely remember the last
+  minutes of training; pieces spread over the window judge trials on the whole of it.
+  Fewer pieces are used when the window is too short for that many (each must keep at
+  least half its rows after the purge);
+- the gap is the longest deal in the window (max `duration_ms`); at every boundary between
+  two pieces, the first rows of the later piece whose opening time is < (last opening time
+  of the piece before) + gap are dropped and counted. Any two rows of different splits then
+  open at least the longest deal apart, so no deal's outcome overlaps a row of another split.
+  No other row is ever dropped.
 
 `duration_ms` is a lower bound for deals whose resolution fell after the end of their
 batch's price file (`duration_known` false); the summary counts them.
@@ -82,6 +89,7 @@ class TrainingDataset:
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     unknown_durations: int = 0  # rows whose duration_ms is only a lower bound
     feature_dim: int = 0
+    validation_chunks: int = 1  # pieces the validation rows came in
 
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
@@ -94,6 +102,7 @@ class TrainingDataset:
             "split": list(self.split),
             "gap_ms": int(self.gap_ms),
             "purged": dict(self.purged),
+            "validation_chunks": int(self.validation_chunks),
             "unknown_durations": int(self.unknown_durations),
             "rows": {name: len(s) for name, s in self.splits().items()},
             "positive_rate": {name: s.summary()["positive_rate"] for name, s in self.splits().items()},
@@ -135,11 +144,37 @@ def _segments(n: int, split: Sequence[float], validation_chunks: int) -> list[tu
     return [seg for seg in segments if seg[2] > seg[1]]
 
 
+def _purged_segments(
+    timestamp: np.ndarray, gap: int, segments: list[tuple[str, int, int]]
+) -> tuple[dict[str, np.ndarray], dict[str, int], bool]:
+    """Row indices kept per split after purging each segment's first rows that open within
+    `gap` of the previous segment's last row; rows purged per split; and whether every
+    validation segment kept at least half its rows."""
+    purged = {name: 0 for name in SPLITS}
+    kept: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
+    previous_end: int | None = None  # opening time of the last row kept in the segment before
+    ok = True
+    for name, start, end in segments:
+        first_kept = start
+        if previous_end is not None:
+            # Rows are sorted, so the rows to purge are a prefix of the segment.
+            first_kept = start + int(np.searchsorted(timestamp[start:end], previous_end + gap, side="left"))
+        purged[name] += first_kept - start
+        if name == "validation" and (end - first_kept) * 2 < end - start:
+            ok = False
+        if first_kept < end:
+            kept[name].append(np.arange(first_kept, end))
+            previous_end = int(timestamp[end - 1])
+    indices = {name: np.concatenate(parts) if parts else np.zeros(0, np.int64) for name, parts in kept.items()}
+    return indices, purged, ok
+
+
 def assemble_dataset(
     tables: Sequence[pa.Table] | pa.Table, split: Sequence[float] = (0.6, 0.2, 0.2), validation_chunks: int = 1
 ) -> TrainingDataset:
     """Concatenate the window, sort by time, split by row fractions with a purge gap between
-    segments; the validation rows in `validation_chunks` pieces spread over the training time."""
+    segments; the validation rows in `validation_chunks` pieces spread over the training time
+    (fewer when the window is too short for that many: each must keep half its rows)."""
     if isinstance(tables, pa.Table):
         tables = [tables]
     if not tables:
@@ -169,22 +204,12 @@ def assemble_dataset(
     X, timestamp, y, duration, known, batch = (a[order] for a in (X, timestamp, y, duration, known, batch))
     gap = int(duration.max())
 
-    purged = {name: 0 for name in SPLITS}
-    kept: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
-    previous_end: int | None = None  # opening time of the last row kept in the segment before
-    for name, start, end in _segments(n, split, validation_chunks):
-        first_kept = start
-        if previous_end is not None:
-            # Rows are sorted, so the rows to purge are a prefix of the segment.
-            cutoff = previous_end + gap
-            first_kept = start + int(np.searchsorted(timestamp[start:end], cutoff, side="left"))
-        purged[name] += first_kept - start
-        if first_kept < end:
-            kept[name].append(np.arange(first_kept, end))
-            previous_end = int(timestamp[end - 1])
-        elif previous_end is None:
-            raise ValueError(_empty_message(name, n, gap, split, purged))
-    indices = {name: np.concatenate(parts) if parts else np.zeros(0, np.int64) for name, parts in kept.items()}
+    # As many validation chunks as asked, unless the window is too short for them: a chunk
+    # must keep at least half its rows after the purge gaps around it (else fewer chunks).
+    for chunks in range(max(validation_chunks, 1), 0, -1):
+        indices, purged, ok = _purged_segments(timestamp, gap, _segments(n, split, chunks))
+        if ok or chunks == 1:
+            break
     for name in SPLITS:
         if len(indices[name]) == 0:
             raise ValueError(_empty_message(name, n, gap, split, purged))
@@ -206,6 +231,7 @@ def assemble_dataset(
         split=tuple(float(f) for f in split),
         unknown_durations=int((~known).sum()),
         feature_dim=int(X.shape[1]),
+        validation_chunks=chunks,
     )
 
 
@@ -279,6 +305,7 @@ def to_table(ds: TrainingDataset) -> pa.Table:
         "split": list(ds.split),
         "unknown_durations": int(ds.unknown_durations),
         "feature_dim": d,
+        "validation_chunks": int(ds.validation_chunks),
     }
     return table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
 
@@ -327,6 +354,7 @@ def from_table(table: pa.Table, source: str = "dataset") -> TrainingDataset:
         split=tuple(float(f) for f in meta["split"]),
         unknown_durations=int(meta["unknown_durations"]),
         feature_dim=d,
+        validation_chunks=int(meta.get("validation_chunks", 1)),
     )
 
 

@@ -71,6 +71,17 @@ def test_validation_in_chunks_spreads_over_the_window_and_no_outcome_crosses_any
     assert ds.purged["train"] > 0
 
 
+def test_a_window_too_short_for_its_validation_chunks_gets_fewer():
+    # 1,000 deals ~1 s apart (~17 min) with 2-minute deals: 4 chunks of ~50 validation rows
+    # would lose most of each to the gaps; fewer, longer chunks keep at least half.
+    t = random_table("1700000000001", 1000, 3, seed=6, max_duration=120_000)
+    ds = assemble_dataset([t], validation_chunks=4)
+    assert 1 <= ds.validation_chunks < 4 and ds.summary()["validation_chunks"] == ds.validation_chunks
+    assert len(ds.validation) > 0
+    long = assemble_dataset([random_table("1700000000001", 4000, 3, seed=6, max_duration=20_000)], validation_chunks=4)
+    assert long.validation_chunks == 4
+
+
 def test_row_fractions_and_summary():
     t = random_table("1700000000001", 1000, 3, seed=3, max_duration=1)  # gap 1 ms: ~nothing purged
     ds = assemble_dataset([t], split=(0.5, 0.3, 0.2))

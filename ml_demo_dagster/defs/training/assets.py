@@ -59,11 +59,14 @@ def training_dataset(
     """Train/validation/test channels over the newest batches, split in time order with a purge gap."""
     batch_id, s, cfg = context.partition_key, store.open(), project.get()
     window = window_for(batches_with_features(s), batch_id, cfg.training.window_batches)
-    dataset = assemble_dataset(
-        [read_features(s, b) for b in window],
-        split=cfg.training.split,
-        validation_chunks=cfg.training.validation_chunks,
-    )
+    try:
+        dataset = assemble_dataset(
+            [read_features(s, b) for b in window],
+            split=cfg.training.split,
+            validation_chunks=cfg.training.validation_chunks,
+        )
+    except ValueError as e:  # the window's data cannot make a dataset: no retry will change that
+        raise dg.Failure(description=f"batch {batch_id}: {e}", allow_retries=False) from None
     keys = write_dataset(dataset, s, dataset_prefix(batch_id))
     summary = dataset.summary()
     return dg.MaterializeResult(
@@ -75,6 +78,7 @@ def training_dataset(
             "rows_test": len(dataset.test.y),
             "gap_seconds": round(dataset.gap_ms / 1000, 1),
             "purged_rows": sum(dataset.purged.values()),
+            "validation_chunks": dataset.validation_chunks,
             "summary": dg.MetadataValue.json(summary),
             "channels": dg.MetadataValue.json(keys),
         }
