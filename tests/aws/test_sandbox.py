@@ -316,11 +316,11 @@ def test_request_faults_are_retried_by_standard_retries_and_counted(bucket, aws_
     assert boto3.client("sagemaker", region_name=REGION, config=retrying).list_endpoints()["Endpoints"] is not None
     assert aws_env.control("GET", "faults")["injected"] == {"s3:throttle": 2, "sagemaker:5xx": 1}
 
-    aws_env.fault(service="glue", error="throttle", count=1)
+    # More faults than attempts: the throttling reaches the caller, in the service's own words.
+    aws_env.fault(service="glue", error="throttle", count=10)
+    glue = boto3.client("glue", region_name=REGION, config=Config(retries={"mode": "standard", "max_attempts": 2}))
     with pytest.raises(ClientError, match="ThrottlingException"):
-        boto3.client(
-            "glue", region_name=REGION, config=Config(retries={"mode": "standard", "max_attempts": 1})
-        ).get_jobs()
+        glue.get_jobs()
 
 
 def test_cli_prints_the_endpoint_first_and_stops_cleanly_on_sigterm(tmp_path):
