@@ -114,3 +114,19 @@ def bucket(aws_env) -> str:
         Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION}
     )
     return name
+
+
+SMALL_BATCHES = {"ML_DEMO__EXPORT__BATCH_SIZE": "2000", "ML_DEMO__SIM__VOLATILITY": "5"}
+
+
+def stream_batches(bucket: str, count: int, seed: int = 7) -> list[str]:
+    """`count` simulated batches, in the seed's staging format, into s3://bucket/staging/; their ids."""
+    from ml_demo_dagster.config import load_config
+    from ml_demo_dagster.core.store import open_store
+    from streamer.runner import run_stream
+    from streamer.sources import make_source
+
+    config = load_config(environ={**os.environ, **SMALL_BATCHES})
+    store = open_store(f"s3://{bucket}", region=REGION)
+    stats = run_stream(config, make_source("sim", config, seed=seed), store, max_batches=count)
+    return list(stats.batch_ids)
