@@ -4,7 +4,9 @@ Starts, each in its own process group: the Dagster UI and daemon (`dagster dev` 
 127.0.0.1:3000, with a DAGSTER_HOME that persists across restarts), the local endpoint
 (`ml-demo serve`), and the simulated streamer writing batches into the local store. The
 staging sensor is on by default, so each batch is retrained on without a click. Ctrl-C
-(or SIGTERM) stops all three; if one dies, the others are stopped too.
+(or SIGTERM) stops all three; if one dies, the others are stopped too. With
+project.target = "aws" (e.g. against `ml-demo sandbox`), the store is S3 and the model is
+served by the SageMaker endpoint, so no local endpoint is started.
 """
 
 from __future__ import annotations
@@ -73,9 +75,12 @@ def _stop(procs: dict[str, subprocess.Popen], grace: float = 20.0) -> None:
 
 def up_command(args: argparse.Namespace) -> int:
     config = default_config()
-    if config.project.target != "local":
-        raise UserError('`ml-demo up` runs the local target; set project.target = "local"')
+    aws = config.project.target == "aws"
     store = args.store or config.store_url
+    if aws:
+        from ml_demo_dagster.aws.preflight import check
+
+        check(config, store)  # one line for a setup mistake, before anything starts
     env = dict(os.environ, DAGSTER_HOME=str(dagster_home()), ML_DEMO__STORE__URL=store,
                SPARK_LOCAL_IP="127.0.0.1", PYTHONUNBUFFERED="1")  # fmt: skip
     cli = [sys.executable, "-m", "ml_demo_dagster.cli"]
@@ -86,6 +91,10 @@ def up_command(args: argparse.Namespace) -> int:
         "streamer": cli + ["stream", "--source", "sim", "--store", store, "--speed", str(args.speed)]
         + (["--batch-size", str(args.batch_size)] if args.batch_size else []),
     }  # fmt: skip
+    serving = f"http://{config.serving.host}:{config.serving.port}/invocations  (GET /ping)"
+    if aws:
+        del commands["endpoint"]  # the SageMaker endpoint serves
+        serving = f"SageMaker endpoint {config.endpoint_name}  (invoke_endpoint; made by the first deployment)"
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -95,7 +104,7 @@ def up_command(args: argparse.Namespace) -> int:
     print(
         f"ml-demo is up:\n"
         f"  Dagster UI      http://127.0.0.1:{args.port}  (sensor staging_sensor retrains on each batch)\n"
-        f"  endpoint        http://{config.serving.host}:{config.serving.port}/invocations  (GET /ping)\n"
+        f"  endpoint        {serving}\n"
         f"  batches land in {store}/staging/\n"
         f"  DAGSTER_HOME    {env['DAGSTER_HOME']}\n"
         f"Ctrl-C stops everything.",
@@ -119,7 +128,7 @@ def up_command(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="run everything locally: Dagster UI + sensor, endpoint, simulated streamer",
                        description=__doc__)  # fmt: skip
-    p.add_argument("--store", metavar="DIR", help="local store folder (default: store.url in the config)")
+    p.add_argument("--store", metavar="DIR_OR_S3URL", help="the store (default: store.url in the config)")
     p.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
     p.add_argument(
         "--speed",
