@@ -329,7 +329,7 @@ def test_cli_prints_the_endpoint_first_and_stops_cleanly_on_sigterm(tmp_path):
         assert started.control("GET", "health")["status"] == "ok"
         s3 = boto3.client("s3", region_name=REGION, endpoint_url=started.url, aws_access_key_id="any",
                           aws_secret_access_key="thing")  # fmt: skip
-        s3.create_bucket(Bucket="b", CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3.create_bucket(Bucket="cli-test", CreateBucketConfiguration={"LocationConstraint": REGION})
     finally:
         code = stop_sandbox(started)
     assert code == 0
