@@ -65,6 +65,8 @@ class SimSection(_Section):
     start_price: float = Field(gt=0)
     tick_interval_seconds: float = Field(gt=0, le=3600)
     volatility: float = Field(gt=0)
+    momentum: float = Field(default=0.0, ge=0, le=10)
+    momentum_seconds: float = Field(default=300.0, gt=0, le=86_400)
 
 
 class FeaturesSection(_Section):
@@ -100,7 +102,9 @@ class ParameterRange(_Section):
 
 class StaticHyperparameters(_Section):
     predictor_type: Literal["binary_classifier"] = "binary_classifier"
-    binary_classifier_model_selection_criteria: Literal["precision_at_target_recall"] = "precision_at_target_recall"
+    binary_classifier_model_selection_criteria: Literal["precision_at_target_recall", "loss_function"] = (
+        "precision_at_target_recall"
+    )
     target_recall: float = Field(gt=0, lt=1)
     epochs: int = Field(ge=1, le=1000)
     normalize_data: bool = True
@@ -110,8 +114,8 @@ class TuningSection(_Section):
     strategy: Literal["Bayesian", "Random"] = "Bayesian"
     max_jobs: int = Field(ge=1, le=500)
     max_parallel_jobs: int = Field(ge=1, le=100)
-    objective_metric: Literal["validation:precision"] = "validation:precision"
-    objective_type: Literal["Maximize"] = "Maximize"
+    objective_metric: Literal["validation:objective_loss", "validation:roc_auc_score", "validation:precision"]
+    objective_type: Literal["Maximize", "Minimize"]
     ranges: dict[str, ParameterRange]
     static: StaticHyperparameters
 
@@ -127,10 +131,28 @@ class TuningSection(_Section):
         return v
 
     @model_validator(mode="after")
+    def _objective_direction(self) -> TuningSection:
+        wanted = "Minimize" if self.objective_metric == "validation:objective_loss" else "Maximize"
+        if self.objective_type != wanted:
+            raise ValueError(f"objective_type must be {wanted} for {self.objective_metric} (got {self.objective_type})")
+        return self
+
+    @model_validator(mode="after")
     def _parallel_within_jobs(self) -> TuningSection:
         if self.max_parallel_jobs > self.max_jobs:
             raise ValueError(f"max_parallel_jobs ({self.max_parallel_jobs}) exceeds max_jobs ({self.max_jobs})")
         return self
+
+
+class EvaluationSection(_Section):
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    bootstrap_samples: int = Field(default=1000, ge=100, le=100_000)
+    min_blocks: int = Field(default=8, ge=2, le=10_000)
+
+
+class GateSection(_Section):
+    metric: Literal["roc_auc", "precision"] = "roc_auc"
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
 
 
 class ServingSection(_Section):
@@ -185,6 +207,8 @@ class ProjectConfig(_Section):
     features: FeaturesSection
     training: TrainingSection
     tuning: TuningSection
+    evaluation: EvaluationSection = EvaluationSection()
+    gate: GateSection = GateSection()
     serving: ServingSection
     dagster: DagsterSection
     aws: AwsSection = AwsSection()

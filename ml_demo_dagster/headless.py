@@ -30,6 +30,7 @@ SUMMARY_FIELDS = {
     ("raw_deals", "rows"): "deals",
     ("batch_features", "rows"): "feature_rows",
     ("batch_features", "feature_dim"): "features",
+    ("batch_features", "glue_job_run_id"): "glue_job_run",
     ("training_dataset", "rows_train"): "train_rows",
     ("training_dataset", "rows_validation"): "validation_rows",
     ("training_dataset", "rows_test"): "test_rows",
@@ -37,20 +38,29 @@ SUMMARY_FIELDS = {
     ("training_dataset", "batches"): "window",
     ("tuned_model", "trials"): "trials",
     ("tuned_model", "best_hyperparameters"): "best_hyperparameters",
-    ("tuned_model", "validation_precision"): "validation_precision",
+    ("tuned_model", "objective_metric"): "objective_metric",
+    ("tuned_model", "validation_objective"): "validation_objective",
     ("tuned_model", "validation_roc_auc"): "validation_roc_auc",
     ("tuned_model", "test_precision"): "test_precision",
     ("tuned_model", "test_recall"): "test_recall",
     ("tuned_model", "test_roc_auc"): "test_roc_auc",
     ("tuned_model", "test_base_rate"): "test_base_rate",
+    ("tuned_model", "artifact"): "model_artifact",
     ("live_precision", "live_precision"): "live_precision",
+    ("live_precision", "live_roc_auc"): "live_roc_auc",
     ("live_precision", "serving_version"): "live_serving_version",
     ("deployed_model", "decision"): "decision",
     ("deployed_model", "reason"): "decision_reason",
+    ("deployed_model", "gate_metric"): "gate_metric",
     ("deployed_model", "challenger_score"): "challenger_score",
     ("deployed_model", "champion_score"): "champion_score",
+    ("deployed_model", "difference"): "gate_difference",
     ("deployed_model", "serving_version"): "serving_version",
+    ("deployed_model", "endpoint"): "endpoint",
 }
+# Scores whose metadata carries an interval (`<key>_ci_low`, `<key>_ci_high`): the summary
+# shows it beside the value as `<field>_ci95: [low, high]` (null where none is claimed).
+INTERVAL_SUFFIXES = ("_ci_low", "_ci_high")
 
 
 @dataclass
@@ -70,10 +80,9 @@ class PipelineState:
 
 
 def _plain(v: Any) -> Any:
-    raw = getattr(v, "value", v)
-    if isinstance(raw, str) and raw == "n/a":
+    if isinstance(v, dg.NullMetadataValue):
         return None
-    return raw
+    return getattr(v, "value", v)
 
 
 def summarize_result(batch_id: str, result: dg.ExecuteInProcessResult, seconds: float) -> dict[str, Any]:
@@ -87,6 +96,9 @@ def summarize_result(batch_id: str, result: dg.ExecuteInProcessResult, seconds: 
     for source, name in SUMMARY_FIELDS.items():
         if source in meta:
             row[name] = meta[source]
+            low, high = ((source[0], source[1] + suffix) for suffix in INTERVAL_SUFFIXES)
+            if low in meta and high in meta:
+                row[name + "_ci95"] = [meta[low], meta[high]]
     failed_checks = [
         f"{e.asset_check_evaluation_data.asset_key.to_user_string()}:{e.asset_check_evaluation_data.check_name}"
         for e in result.all_events
@@ -127,8 +139,11 @@ def overall(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "deployed": sum(1 for r in ok if r.get("decision") == "deployed"),
         "serving_version": last.get("serving_version"),
         "latest_test_precision": last.get("test_precision"),
+        "latest_test_precision_ci95": last.get("test_precision_ci95"),
         "latest_test_roc_auc": last.get("test_roc_auc"),
+        "latest_test_roc_auc_ci95": last.get("test_roc_auc_ci95"),
         "latest_live_precision": last.get("live_precision"),
+        "latest_live_precision_ci95": last.get("live_precision_ci95"),
         "seconds": round(sum(r["seconds"] for r in rows), 1),
     }
 

@@ -24,17 +24,27 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None else str(v)
 
 
+def _interval(ci: list | None) -> str:
+    if ci is None:
+        return ""
+    low, high = ci
+    if low is None or high is None:
+        return "  (no 95% interval: too few independent blocks)"
+    return f"  95% interval [{low:.4f}, {high:.4f}]"
+
+
 def print_batch(row: dict[str, Any]) -> None:
     """One human-readable block per batch, on stdout, as soon as the batch is done."""
     print(f"batch {row['batch']}: {row['status']} in {row['seconds']} s")
     if row["status"] != "ok":
         print(f"  error: {row.get('error', 'see the Dagster run for details')}")
     for key in ("deals", "feature_rows", "features", "train_rows", "validation_rows", "test_rows",
-                "purge_gap_seconds", "trials", "best_hyperparameters", "validation_precision",
+                "purge_gap_seconds", "trials", "best_hyperparameters", "objective_metric", "validation_objective",
                 "validation_roc_auc", "test_precision", "test_recall", "test_roc_auc", "test_base_rate",
-                "live_precision", "decision", "decision_reason", "failed_checks"):  # fmt: skip
+                "live_precision", "live_roc_auc", "gate_metric", "challenger_score", "champion_score",
+                "gate_difference", "decision", "decision_reason", "failed_checks"):  # fmt: skip
         if key in row:
-            print(f"  {key:22s} {_fmt(row[key])}")
+            print(f"  {key:22s} {_fmt(row[key])}{_interval(row.get(key + '_ci95'))}")
     sys.stdout.flush()
 
 

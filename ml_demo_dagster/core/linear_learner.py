@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +64,7 @@ MODEL_FORMAT_VERSION = 1
 ADAM_EPS = 1e-8
 RMSPROP_DECAY, RMSPROP_EPS = 0.9, 1e-8
 
-CRITERIA = ("accuracy", "f_beta", "precision_at_target_recall", "recall_at_target_precision")
+CRITERIA = ("accuracy", "f_beta", "precision_at_target_recall", "recall_at_target_precision", "loss_function")
 
 
 def _parse_bool(name: str, value: Any) -> bool:
@@ -223,6 +224,8 @@ def threshold_for(criterion: str, y: np.ndarray, scores: np.ndarray, hp: dict[st
 
     y = np.asarray(y).astype(np.int8, copy=False)
     scores = np.asarray(scores, dtype=np.float64)
+    if criterion == "loss_function":  # higher is better everywhere here, so the negated loss
+        return -metrics.log_loss(y, scores), 0.5
     if criterion == "precision_at_target_recall":
         precision, threshold, _ = metrics.precision_at_recall(y, scores, hp["target_recall"])
         return precision, threshold
@@ -388,19 +391,34 @@ _controller: ThreadpoolController | None = None
 
 
 def train(
-    train_X: Any, train_y: Any, val_X: Any, val_y: Any, hyperparameters: dict[str, Any], seed: int = 0
+    train_X: Any,
+    train_y: Any,
+    val_X: Any,
+    val_y: Any,
+    hyperparameters: dict[str, Any],
+    seed: int = 0,
+    on_epoch: Callable[[int, LinearLearnerModel], None] | None = None,
 ) -> LinearLearnerModel:
-    """Train a binary linear-learner on the train channel; pick epoch and threshold on validation."""
+    """Train a binary linear-learner on the train channel; pick epoch and threshold on validation.
+
+    `on_epoch(epoch, model)`, when given, sees the model as it stands after each epoch
+    (threshold not yet chosen): for experiments that study epoch selection."""
     global _controller
     _controller = _controller or ThreadpoolController()
     # Mini-batch products are small: a multi-threaded BLAS spends far more time waking its
     # threads than computing (measured 30x slower on 2 cores), and trials run in parallel.
     with _controller.limit(limits=1, user_api="blas"):
-        return _train(train_X, train_y, val_X, val_y, hyperparameters, seed)
+        return _train(train_X, train_y, val_X, val_y, hyperparameters, seed, on_epoch)
 
 
 def _train(
-    train_X: Any, train_y: Any, val_X: Any, val_y: Any, hyperparameters: dict[str, Any], seed: int
+    train_X: Any,
+    train_y: Any,
+    val_X: Any,
+    val_y: Any,
+    hyperparameters: dict[str, Any],
+    seed: int,
+    on_epoch: Callable[[int, LinearLearnerModel], None] | None,
 ) -> LinearLearnerModel:
     hp = resolve_hyperparameters(hyperparameters)
     X, y = _as_xy(train_X, train_y, "train")
@@ -504,6 +522,8 @@ def _train(
         else:  # no validation channel: linear-learner watches the training loss
             value = -epoch_loss / n
         history.append(float(value))
+        if on_epoch is not None:
+            on_epoch(epoch, LinearLearnerModel(np.asarray(w, dtype=np.float64), float(b), mean, scale, 0.5, {}))
         if best is None or value > best[0] + tolerance * abs(best[0]):
             best = (value, epoch, w.copy(), b)
             since_best = 0

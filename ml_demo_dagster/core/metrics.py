@@ -77,6 +77,40 @@ def roc_auc(y: Any, scores: Any) -> float:
     return float(roc_auc_score(y, scores))
 
 
+def log_loss(y: Any, scores: Any) -> float:
+    """Mean logistic loss of probability scores (linear-learner's `objective_loss` for a binary
+    classifier); scores are clipped to [1e-15, 1 - 1e-15] so a confident mistake costs ~34.5, not inf."""
+    y, scores = _as_arrays(y, scores)
+    if y.size == 0:
+        return 0.0
+    p = np.clip(scores, 1e-15, 1 - 1e-15)
+    return float(-np.mean(np.where(y == 1, np.log(p), np.log1p(-p))))
+
+
+# linear-learner's binary-classifier metrics a tuning job can optimise (DESIGN §4.3), with
+# the direction SageMaker requires for each: name -> (objective type, how it is computed).
+OBJECTIVES = {
+    "validation:objective_loss": "Minimize",
+    "validation:roc_auc_score": "Maximize",
+    "validation:precision": "Maximize",
+}
+
+
+def objective_value(metric: str, y: Any, scores: Any, threshold: float) -> float:
+    """The value of a tuning objective (a name in OBJECTIVES) on labelled rows.
+
+    `validation:precision` is the precision of the predicted labels, i.e. at the model's own
+    threshold, which linear-learner sets on the validation channel by its selection criterion.
+    """
+    if metric == "validation:objective_loss":
+        return log_loss(y, scores)
+    if metric == "validation:roc_auc_score":
+        return roc_auc(y, scores)
+    if metric == "validation:precision":
+        return precision_recall_at(y, scores, threshold)[0]
+    raise ValueError(f"unknown tuning objective {metric!r}; expected one of {', '.join(OBJECTIVES)}")
+
+
 def pr_curve(y: Any, scores: Any) -> dict[str, list[float]]:
     """Precision, recall and threshold lists (thresholds ascending; one fewer than points)."""
     y, scores = _as_arrays(y, scores)
@@ -120,6 +154,7 @@ def evaluate_scores(y: Any, scores: Any, threshold: float, target_recall: float)
         "recall_at_target_recall": recall_t,
         "threshold_at_target_recall": threshold_t,
         "roc_auc": roc_auc(y, scores),
+        "log_loss": log_loss(y, scores),
         "threshold": float(threshold),
         "precision_at_threshold": precision_m,
         "recall_at_threshold": recall_m,

@@ -1,20 +1,18 @@
 """Models and the champion, kept in the object store.
 
 Every trained model is saved under its version with a record (hyperparameters, scores,
-dataset facts). One small pointer, `models/champion.json`, names the model that serves;
-it is replaced in one atomic put, so the endpoint (which polls it) sees the old champion
-or the new one, never half of either. Every champion/challenger decision, deployed or
-not, is appended to `models/history/` with both scores, so the UI and a person can see
-why a model serves.
-
-The gate (`decide`, DESIGN §4.3): a challenger is deployed only if it strictly beats the
-champion on the newest test split, both scored on the same rows (the caller scores both);
-the first model is deployed only if it strictly beats the base rate (the precision of
-predicting "profit" for every deal). A score that is not a finite number never deploys.
+dataset facts, and `artifact`: where the model itself is, which depends on the target: the
+local model below, or a SageMaker model). One small pointer, `models/champion.json`, names
+the model that serves; it is replaced in one atomic put, so the endpoint (which polls it)
+sees the old champion or the new one, never half of either. Every champion/challenger
+decision, deployed or not, is appended to `models/history/` with the evidence
+(core/evaluation.decide makes it), so the UI and a person can see why a model serves.
 
 Keys:
-  models/<version>/model.json    the model (LinearLearnerModel.to_bytes)
-  models/<version>/record.json   what is known about it
+  models/<version>/model.json    the local target's model (LinearLearnerModel.to_bytes)
+  models/<version>/predictions-test.parquet  its predictions on its own test split
+  models/<version>/record.json   what is known about it (written last: a version with a
+                                 record is complete)
   models/champion.json           {"version", "promoted_at", "record"}
   models/history/<ns>-<version>.json   one decision or promotion each
 No Dagster or AWS imports (the store hides which one it is).
@@ -22,13 +20,19 @@ No Dagster or AWS imports (the store hides which one it is).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ml_demo_dagster.core.evaluation import Predictions
 from ml_demo_dagster.core.linear_learner import LinearLearnerModel
 from ml_demo_dagster.core.store import ObjectNotFound, ObjectStore
 
@@ -42,20 +46,6 @@ class RegistryError(RuntimeError):
     """The registry cannot do what was asked; the message names the version or key."""
 
 
-@dataclass(frozen=True)
-class Decision:
-    """Whether the challenger replaces the champion, why, and the scores compared."""
-
-    deploy: bool
-    reason: str
-    challenger_score: float
-    champion_score: float | None
-    base_rate: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 @dataclass
 class Champion:
     """The serving model, its version and its record."""
@@ -64,43 +54,6 @@ class Champion:
     model: LinearLearnerModel
     record: dict[str, Any]
     promoted_at: float
-
-
-def _finite(x: float | None) -> bool:
-    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
-
-
-def decide(challenger_score: float, champion_score: float | None, base_rate: float) -> Decision:
-    """Deploy only if the challenger strictly beats the champion (or, with no champion, the base rate)."""
-    args = dict(challenger_score=challenger_score, champion_score=champion_score, base_rate=base_rate)
-    if not _finite(challenger_score):
-        return Decision(False, f"challenger score {challenger_score!r} is not a number", **args)
-    if champion_score is None:
-        if not _finite(base_rate):
-            return Decision(False, f"base rate {base_rate!r} is not a number", **args)
-        if challenger_score > base_rate:
-            return Decision(True, f"first model: {challenger_score:.4f} beats the base rate {base_rate:.4f}", **args)
-        return Decision(
-            False, f"first model: {challenger_score:.4f} does not beat the base rate {base_rate:.4f}", **args
-        )
-    if not _finite(champion_score):
-        # A champion that cannot be scored cannot be defended; the challenger still has to beat the base rate.
-        if _finite(base_rate) and challenger_score > base_rate:
-            return Decision(
-                True,
-                f"champion score {champion_score!r} is not a number; challenger "
-                f"{challenger_score:.4f} beats the base rate {base_rate:.4f}",
-                **args,
-            )
-        return Decision(
-            False,
-            f"champion score {champion_score!r} is not a number and the challenger "
-            f"{challenger_score:.4f} does not beat the base rate {base_rate!r}",
-            **args,
-        )
-    if challenger_score > champion_score:
-        return Decision(True, f"challenger {challenger_score:.4f} beats champion {champion_score:.4f}", **args)
-    return Decision(False, f"challenger {challenger_score:.4f} does not beat champion {champion_score:.4f}", **args)
 
 
 def _check_version(version: str) -> str:
@@ -138,13 +91,47 @@ class ModelRegistry:
     def record_key(version: str) -> str:
         return f"{MODELS_PREFIX}{_check_version(version)}/record.json"
 
-    def save(self, version: str, model: LinearLearnerModel, record: dict[str, Any]) -> str:
-        """Store a model and its record under `version`; returns the model's key."""
+    def save_model(self, version: str, model: LinearLearnerModel) -> dict[str, Any]:
+        """Store a local model under `version`; returns its artifact reference for the record."""
         key = self.model_key(version)
-        # The record is written second: a version with a record always has its model.
         self.store.put_bytes(key, model.to_bytes())
+        return {"kind": "local", "uri": self.store.uri(key)}
+
+    def save_record(self, version: str, record: dict[str, Any]) -> None:
+        """Store what is known about `version` (written after its model: the version is then complete)."""
         self.store.put_bytes(self.record_key(version), _json(_clean(record)))
-        return key
+
+    def save(self, version: str, model: LinearLearnerModel, record: dict[str, Any]) -> str:
+        """Store a local model and its record under `version`; returns the model's key."""
+        artifact = self.save_model(version, model)
+        self.save_record(version, {**record, "artifact": artifact})
+        return self.model_key(version)
+
+    @staticmethod
+    def predictions_key(version: str, split: str) -> str:
+        return f"{MODELS_PREFIX}{_check_version(version)}/predictions-{split}.parquet"
+
+    def save_predictions(self, version: str, split: str, timestamp, y, predictions: Predictions) -> None:
+        """The model's own predictions on a split of its dataset (rows in time order), for the gate to reuse."""
+        table = pa.table({
+            "timestamp": pa.array(np.asarray(timestamp, dtype=np.int64)),
+            "label": pa.array(np.asarray(y, dtype=np.int8)),
+            "score": pa.array(predictions.scores),
+            "predicted": pa.array(predictions.labels),
+        })  # fmt: skip
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        self.store.put_bytes(self.predictions_key(version, split), sink.getvalue())
+
+    def load_predictions(self, version: str, split: str) -> tuple[np.ndarray, np.ndarray, Predictions]:
+        """(timestamp, label, predictions) as save_predictions kept them."""
+        key = self.predictions_key(version, split)
+        try:
+            table = pq.read_table(io.BytesIO(self.store.get_bytes(key)))
+        except ObjectNotFound:
+            raise RegistryError(f"{self.store.url}: no {split} predictions for model version {version!r}") from None
+        column = lambda name: table.column(name).to_numpy()  # noqa: E731
+        return column("timestamp"), column("label"), Predictions(column("score"), column("predicted"))
 
     def exists(self, version: str) -> bool:
         return self.store.exists(self.record_key(version))
@@ -203,7 +190,7 @@ class ModelRegistry:
 
     def promote(self, version: str, record: dict[str, Any] | None = None) -> dict[str, Any]:
         """Make a saved version the champion (one atomic write of the pointer)."""
-        if not self.store.exists(self.model_key(version)):
+        if not self.exists(version):
             raise RegistryError(f"{self.store.url}: cannot promote {version!r}: no such model version")
         pointer = {
             "version": version,
@@ -214,12 +201,9 @@ class ModelRegistry:
         self._append("promote", version, {"record": pointer["record"]})
         return pointer
 
-    def record_decision(self, version: str, record: dict[str, Any], decision: Decision | None = None) -> dict[str, Any]:
-        """Append a gate decision (both scores, deployed or not, why) to the history; promotes nothing."""
-        body = {"record": record}
-        if decision is not None:
-            body["decision"] = decision.to_dict()
-        return self._append("decision", version, body)
+    def record_decision(self, version: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Append a gate decision (the evidence, deployed or not, why) to the history; promotes nothing."""
+        return self._append("decision", version, {"record": record})
 
     def _append(self, event: str, version: str, body: dict[str, Any]) -> dict[str, Any]:
         at = time.time_ns()

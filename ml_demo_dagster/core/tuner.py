@@ -3,9 +3,12 @@
 The aws target sends `config.tuning` to SageMaker; the local target runs the same search
 here, from the same section: the ranges (with their scaling and integer flag), the
 strategy (Bayesian -> optuna's TPE, Random -> optuna's RandomSampler), `max_jobs`,
-`max_parallel_jobs`, and the objective `validation:precision` (linear-learner's precision
-at `target_recall`, measured on the validation channel), maximised. Each trial trains the
-local linear-learner with the static hyperparameters plus the trial's values.
+`max_parallel_jobs`, and the objective, one of linear-learner's validation metrics
+(core/metrics.OBJECTIVES: `validation:objective_loss` minimised, `validation:roc_auc_score`
+or `validation:precision` maximised), computed the way linear-learner reports it. Each
+trial trains the local linear-learner with the static hyperparameters plus the trial's
+values, and its objective carries an interval (block bootstrap over the validation rows'
+time, core/intervals.py), so a reader sees how much of the spread between trials is noise.
 
 Trials run truly in parallel, up to `max_parallel_jobs` at once, in worker processes (the
 training loop holds the GIL, so threads would take turns). Workers are forked, so they
@@ -14,10 +17,10 @@ ask/tell interface: a new trial is asked for as soon as a running one is told, t
 SageMaker starts the next training job when a slot frees up.
 
 A failing trial (bad values, divergence, a dead worker) is recorded as failed and the
-search goes on; only when every trial fails is it an error. The best trial is the highest
+search goes on; only when every trial fails is it an error. The best trial has the best
 validation objective (ties: higher validation ROC AUC, then the earlier trial); its model
-is kept as trained, not retrained. Test metrics are computed for the best model only and
-reported, never used to choose. Scaling `Auto` is taken as Logarithmic when the range is
+is kept as trained, not retrained. Its predictions on the validation and test rows are
+returned for the caller to score (core/evaluation.py); test rows are never used to choose. Scaling `Auto` is taken as Logarithmic when the range is
 positive and spans at least two orders of magnitude, else Linear.
 
 Not reproduced: SageMaker's Gaussian-process Bayesian optimiser (TPE is a different
@@ -44,11 +47,11 @@ from typing import Any
 import numpy as np
 import optuna
 
-from ml_demo_dagster.core import metrics
+from ml_demo_dagster.core import evaluation, metrics
 from ml_demo_dagster.core.dataset import TrainingDataset
+from ml_demo_dagster.core.evaluation import Predictions
 from ml_demo_dagster.core.linear_learner import LinearLearnerModel, train
 
-OBJECTIVE_METRIC = "validation:precision"
 COMPLETED, FAILED = "completed", "failed"
 
 
@@ -64,14 +67,17 @@ class TrialResult:
     tuned: dict[str, Any]  # the values the search chose
     hyperparameters: dict[str, Any]  # static + tuned: what the trainer received
     state: str  # "completed" | "failed"
-    objective: float | None  # validation precision at target recall
-    validation: dict[str, Any] | None
+    objective: float | None  # the tuning objective on the validation rows
+    validation: dict[str, Any] | None  # point scores on the validation rows
     seconds: float
     started_at: float  # epoch seconds, measured in the worker
     finished_at: float
     worker: int  # process id
     seed: int
     error: str | None = None
+    objective_low: float | None = None  # the objective's interval (None: not claimed)
+    objective_high: float | None = None
+    best_epoch: int | None = None
     model_bytes: bytes | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,37 +89,35 @@ class TrialResult:
 
 @dataclass
 class TuningResult:
-    """What the search found: all trials, the best one, its model and its scores."""
+    """What the search found: all trials, the best one, its model and its predictions."""
 
     trials: list[TrialResult]
     best: TrialResult
     model: LinearLearnerModel
-    validation: dict[str, Any]
+    validation_predictions: Predictions
+    test_predictions: Predictions
+    validation: dict[str, Any]  # point scores of the best model (metrics.evaluate)
     test: dict[str, Any]
     pr_curve: dict[str, list[float]]  # the best model on the test split
     strategy: str
     max_jobs: int
     max_parallel_jobs: int
     objective_metric: str
+    objective_type: str
     target_recall: float
     seconds: float
+    artifact: dict[str, Any] = field(default_factory=dict)  # where the best model is kept (set by the caller)
 
     def trials_table(self) -> list[dict[str, Any]]:
         """One flat row per trial (for a table in the UI)."""
-        rows = []
-        for t in self.trials:
-            row = {"trial": t.number, "state": t.state, "objective": t.objective}
-            row["validation_roc_auc"] = t.validation["roc_auc"] if t.validation else None
-            row.update(t.tuned)
-            row.update({"seconds": round(t.seconds, 3), "error": t.error})
-            rows.append(row)
-        return rows
+        return trials_table(self.trials)
 
     def summary(self) -> dict[str, Any]:
-        """Everything but the model and the curve, JSON-friendly."""
+        """Everything but the model, the predictions and the curve, JSON-friendly."""
         return {
             "strategy": self.strategy,
             "objective_metric": self.objective_metric,
+            "objective_type": self.objective_type,
             "target_recall": self.target_recall,
             "max_jobs": self.max_jobs,
             "max_parallel_jobs": self.max_parallel_jobs,
@@ -125,6 +129,25 @@ class TuningResult:
             "test": self.test,
             "seconds": round(self.seconds, 3),
         }
+
+
+def trials_table(trials: list[TrialResult]) -> list[dict[str, Any]]:
+    """One flat row per trial: state, objective with its interval, the values tried, time, error."""
+    rows = []
+    for t in trials:
+        row = {
+            "trial": t.number,
+            "state": t.state,
+            "objective": t.objective,
+            "objective_low": t.objective_low,
+            "objective_high": t.objective_high,
+            "validation_roc_auc": t.validation["roc_auc"] if t.validation else None,
+            "best_epoch": t.best_epoch,
+        }
+        row.update(t.tuned)
+        row.update({"seconds": round(t.seconds, 3), "error": t.error})
+        rows.append(row)
+    return rows
 
 
 def _field(r: Any, name: str, default: Any = None) -> Any:
@@ -208,11 +231,20 @@ def _run_trial(number: int, tuned: dict[str, Any], hyperparameters: dict[str, An
     try:
         ds: TrainingDataset = _WORKER["dataset"]
         model = _WORKER["train_fn"](ds.train.X, ds.train.y, ds.validation.X, ds.validation.y, hyperparameters, seed)
-        validation = metrics.evaluate(model, ds.validation.X, ds.validation.y, _WORKER["target_recall"])
-        objective = float(validation["precision_at_target_recall"])
+        scores, labels = model.predict(ds.validation.X)
+        validation = metrics.evaluate_scores(ds.validation.y, scores, model.threshold, _WORKER["target_recall"])
+        objective = metrics.objective_value(_WORKER["objective"], ds.validation.y, scores, model.threshold)
         if not math.isfinite(objective):
             raise FloatingPointError(f"objective is {objective}")
-        outcome = dict(state=COMPLETED, objective=objective, validation=validation, model_bytes=model.to_bytes())
+        interval = evaluation.objective_interval(
+            _WORKER["bootstrap"], _WORKER["objective"], ds.validation.y, Predictions(scores, labels),
+            _WORKER["target_recall"],
+        )  # fmt: skip
+        outcome = dict(
+            state=COMPLETED, objective=objective, validation=validation, model_bytes=model.to_bytes(),
+            objective_low=interval.low, objective_high=interval.high,
+            best_epoch=(model.info or {}).get("best_epoch"),
+        )  # fmt: skip
     except Exception as e:  # any failure of one trial is that trial's result
         last = traceback.extract_tb(e.__traceback__)[-1:] or [None]
         where = f" ({os.path.basename(last[0].filename)}:{last[0].lineno})" if last[0] else ""
@@ -223,47 +255,69 @@ def _run_trial(number: int, tuned: dict[str, Any], hyperparameters: dict[str, An
     )  # fmt: skip
 
 
-def tune(
-    dataset: TrainingDataset,
-    tuning_section: Any,
-    static_hyperparameters: Mapping[str, Any],
-    seed: int = 0,
-    *,
-    train_fn: Callable[..., LinearLearnerModel] = train,
-    progress: Callable[[TrialResult], None] | None = None,
-) -> TuningResult:
-    """Search hyperparameters over the dataset as the tuning config says; best model and its scores."""
-    clock = time.perf_counter()
+def _died(trial: optuna.Trial, tuned: dict[str, Any], hp: dict[str, Any], trial_seed: int) -> TrialResult:
+    now = time.time()
+    return TrialResult(
+        number=trial.number, tuned=tuned, hyperparameters=hp, state=FAILED, objective=None, validation=None,
+        seconds=0.0, started_at=now, finished_at=now, worker=0, seed=trial_seed,
+        error="BrokenProcessPool: the worker process died",
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The search as the tuning config and the static hyperparameters describe it, checked."""
+
+    strategy: str
+    max_jobs: int
+    parallel: int
+    objective_metric: str
+    objective_type: str
+    static: dict[str, Any]
+    target_recall: float
+    space: dict[str, _Dimension]
+
+
+def _plan(tuning_section: Any, static_hyperparameters: Mapping[str, Any]) -> _Plan:
     strategy = _field(tuning_section, "strategy", "Bayesian")
     max_jobs = int(_field(tuning_section, "max_jobs"))
     parallel = int(_field(tuning_section, "max_parallel_jobs"))
-    objective_metric = _field(tuning_section, "objective_metric", OBJECTIVE_METRIC)
-    if objective_metric != OBJECTIVE_METRIC:
-        raise ValueError(f"objective_metric must be {OBJECTIVE_METRIC!r} (precision at target recall)")
-    if _field(tuning_section, "objective_type", "Maximize") != "Maximize":
-        raise ValueError("objective_type must be Maximize")
+    objective_metric = _field(tuning_section, "objective_metric", "validation:objective_loss")
+    if objective_metric not in metrics.OBJECTIVES:
+        raise ValueError(f"objective_metric must be one of {', '.join(metrics.OBJECTIVES)}, got {objective_metric!r}")
+    objective_type = metrics.OBJECTIVES[objective_metric]
+    if _field(tuning_section, "objective_type", objective_type) != objective_type:
+        raise ValueError(f"objective_type must be {objective_type} for {objective_metric}")
     if not 1 <= parallel <= max_jobs:
         raise ValueError(f"need 1 <= max_parallel_jobs ({parallel}) <= max_jobs ({max_jobs})")
     static = dict(static_hyperparameters)
     if "target_recall" not in static:
-        raise ValueError("static hyperparameters must include target_recall (the objective needs it)")
-    target_recall = float(static["target_recall"])
+        raise ValueError("static hyperparameters must include target_recall (the serving threshold needs it)")
     space = search_space(_field(tuning_section, "ranges"))
     overlap = sorted(set(space) & set(static))
     if overlap:
         raise ValueError(f"hyperparameter {overlap[0]!r} is both tuned and static")
+    return _Plan(strategy, max_jobs, parallel, objective_metric, objective_type, static,
+                 float(static["target_recall"]), space)  # fmt: skip
 
+
+def _search(
+    plan: _Plan, state: dict[str, Any], seed: int, progress: Callable[[TrialResult], None] | None
+) -> list[TrialResult]:
+    """Run the trials, up to `plan.parallel` at once in forked workers; every trial's result, by number."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=_sampler(strategy, seed, max_jobs, parallel))
-    distributions = {name: dim.distribution for name, dim in space.items()}
-    state = {"dataset": dataset, "train_fn": train_fn, "target_recall": target_recall}
+    direction = "minimize" if plan.objective_type == "Minimize" else "maximize"
+    study = optuna.create_study(
+        direction=direction, sampler=_sampler(plan.strategy, seed, plan.max_jobs, plan.parallel)
+    )
+    distributions = {name: dim.distribution for name, dim in plan.space.items()}
     results: list[TrialResult] = []
     asked = 0
     pending: dict[Future, tuple[optuna.Trial, dict[str, Any], dict[str, Any], int]] = {}
 
     def new_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=parallel,
+            max_workers=plan.parallel,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_init_worker,
             initargs=(state,),
@@ -271,11 +325,11 @@ def tune(
 
     pool = new_pool()
     try:
-        while asked < max_jobs or pending:
-            while asked < max_jobs and len(pending) < parallel:
+        while asked < plan.max_jobs or pending:
+            while asked < plan.max_jobs and len(pending) < plan.parallel:
                 trial = study.ask(distributions)
-                tuned = _values(space, trial.params)
-                hp = {**static, **tuned}
+                tuned = _values(plan.space, trial.params)
+                hp = {**plan.static, **tuned}
                 trial_seed = seed * 100_003 + trial.number
                 pending[pool.submit(_run_trial, trial.number, tuned, hp, trial_seed)] = (trial, tuned, hp, trial_seed)
                 asked += 1
@@ -287,21 +341,7 @@ def tune(
                     result = future.result()
                 except BrokenProcessPool:
                     broken = True
-                    now = time.time()
-                    result = TrialResult(
-                        number=trial.number,
-                        tuned=tuned,
-                        hyperparameters=hp,
-                        state=FAILED,
-                        objective=None,
-                        validation=None,
-                        seconds=0.0,
-                        started_at=now,
-                        finished_at=now,
-                        worker=0,
-                        seed=trial_seed,
-                        error="BrokenProcessPool: the worker process died",
-                    )
+                    result = _died(trial, tuned, hp, trial_seed)
                 if result.state == COMPLETED:
                     study.tell(trial, result.objective)
                 else:
@@ -314,29 +354,59 @@ def tune(
                 pool = new_pool()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    return sorted(results, key=lambda r: r.number)
 
-    results.sort(key=lambda r: r.number)
+
+def tune(
+    dataset: TrainingDataset,
+    tuning_section: Any,
+    static_hyperparameters: Mapping[str, Any],
+    seed: int = 0,
+    *,
+    train_fn: Callable[..., LinearLearnerModel] = train,
+    progress: Callable[[TrialResult], None] | None = None,
+    settings: evaluation.Settings | None = None,
+) -> TuningResult:
+    """Search hyperparameters over the dataset as the tuning config says; the best model and its predictions."""
+    clock = time.perf_counter()
+    plan = _plan(tuning_section, static_hyperparameters)
+    state = {
+        "dataset": dataset,
+        "train_fn": train_fn,
+        "target_recall": plan.target_recall,
+        "objective": plan.objective_metric,
+        # Built once, inherited by the workers: every trial's interval uses the same resamples.
+        "bootstrap": evaluation.bootstrap(
+            dataset.validation.timestamp, dataset.gap_ms, settings or evaluation.Settings()
+        ),
+    }
+    results = _search(plan, state, seed, progress)
     completed = [r for r in results if r.state == COMPLETED]
     if not completed:
         reasons = sorted({r.error or "unknown" for r in results})
         raise TuningError(f"all {len(results)} tuning trials failed: " + "; ".join(reasons[:3]))
-    best = max(completed, key=lambda r: (r.objective, r.validation["roc_auc"], -r.number))
+    sign = -1.0 if plan.objective_type == "Minimize" else 1.0
+    best = max(completed, key=lambda r: (sign * r.objective, r.validation["roc_auc"], -r.number))
     model = LinearLearnerModel.from_bytes(best.model_bytes)
-    validation = metrics.evaluate(model, dataset.validation.X, dataset.validation.y, target_recall)
-    test = metrics.evaluate(model, dataset.test.X, dataset.test.y, target_recall)
-    curve = metrics.pr_curve(dataset.test.y, model.scores(dataset.test.X))
+    validation_predictions = Predictions(*model.predict(dataset.validation.X))
+    test_predictions = Predictions(*model.predict(dataset.test.X))
     return TuningResult(
         trials=results,
         best=best,
         model=model,
-        validation=validation,
-        test=test,
-        pr_curve=curve,
-        strategy=strategy,
-        max_jobs=max_jobs,
-        max_parallel_jobs=parallel,
-        objective_metric=objective_metric,
-        target_recall=target_recall,
+        validation_predictions=validation_predictions,
+        test_predictions=test_predictions,
+        validation=metrics.evaluate_scores(
+            dataset.validation.y, validation_predictions.scores, model.threshold, plan.target_recall
+        ),
+        test=metrics.evaluate_scores(dataset.test.y, test_predictions.scores, model.threshold, plan.target_recall),
+        pr_curve=metrics.pr_curve(dataset.test.y, test_predictions.scores),
+        strategy=plan.strategy,
+        max_jobs=plan.max_jobs,
+        max_parallel_jobs=plan.parallel,
+        objective_metric=plan.objective_metric,
+        objective_type=plan.objective_type,
+        target_recall=plan.target_recall,
         seconds=time.perf_counter() - clock,
     )
 

@@ -5,6 +5,12 @@
   PipesS3MessageReader), so the script's log lines and counts reach Dagster while it runs.
   The script and what it imports are uploaded by content hash, and the job definition is
   created or updated to match the config, idempotently, before each run.
+- SageMakerTuner: a SageMaker hyperparameter tuning job of the built-in linear-learner on
+  the dataset's CSV channels, from [tuning]; the best training job's artifact becomes a
+  SageMaker model, and a batch transform gives its predictions on the validation and test
+  rows (the assets compute every score from them, as locally);
+- SageMakerScorer: a registered version's SageMaker model scores rows in a batch transform
+  job (the gate and live precision);
 - SageMakerDeployer: model, endpoint config, then update_endpoint when the endpoint exists
   or create_endpoint when it does not; waits for InService; a deployment left
   half-finished by a run that died is completed or rolled back by the next one.
@@ -44,6 +50,8 @@ from ml_demo_dagster.defs.resources import (
     FeatureJobResource,
     FeatureJobRun,
     ProjectConfigResource,
+    ScorerResource,
+    TunerResource,
 )
 
 PIPES_PREFIX = "pipes/"
@@ -388,3 +396,212 @@ class SageMakerDeployer(DeployerResource):
             poll_seconds=cfg.aws.poll_interval_seconds,
             log=dg.get_dagster_logger().info,
         )
+
+
+# --- SageMaker tuning and scoring ------------------------------------------------------------
+
+TUNING_DONE = ("Completed",)
+TUNING_FAILED = ("Failed", "Stopped")
+
+
+def threshold_of(scores, labels) -> float:
+    """The decision threshold a model's (score, label) pairs imply: its lowest score labelled 1."""
+    import numpy as np
+
+    positive = np.asarray(scores)[np.asarray(labels) == 1]
+    if positive.size:
+        return float(positive.min())
+    return float(np.nextafter(max(float(np.max(scores, initial=1.0)), 1.0), np.inf))
+
+
+def _transform(sagemaker, store: ObjectStore, cfg: ProjectConfig, model_name: str, X, tag: str, log):
+    from ml_demo_dagster.aws.scoring import ScoringError, batch_transform
+
+    try:
+        with aws_errors("sagemaker"):
+            return batch_transform(sagemaker, store, cfg, model_name, X, tag, log)
+    except (RemoteJobError, ScoringError) as e:
+        raise dg.Failure(description=str(e)) from None
+
+
+class SageMakerTuner(TunerResource):
+    """A SageMaker hyperparameter tuning job of the built-in linear-learner on the dataset's CSV
+    channels, as [tuning] says; the best training job's model becomes a SageMaker model, and
+    a batch transform gives its predictions on the validation and test rows."""
+
+    project: ProjectConfigResource
+
+    @staticmethod
+    def _progress(description: dict[str, Any]) -> str:
+        counts = description.get("TrainingJobStatusCounters") or {}
+        limits = description["HyperParameterTuningJobConfig"]["ResourceLimits"]
+        done = counts.get("Completed", 0) + counts.get("NonRetryableError", 0) + counts.get("Stopped", 0)
+        best = (description.get("BestTrainingJob") or {}).get("FinalHyperParameterTuningJobObjectiveMetric")
+        shown = f", best {best['MetricName']} {best['Value']:.4f}" if best else ""
+        return f"{done}/{limits['MaxNumberOfTrainingJobs']} training jobs done, {counts.get('InProgress', 0)} running{shown}"
+
+    @staticmethod
+    def _failure(sagemaker, name: str, description: dict[str, Any]) -> str:
+        reason = description.get("FailureReason") or description.get("HyperParameterTuningJobStatus")
+        try:
+            failed = sagemaker.list_training_jobs_for_hyper_parameter_tuning_job(
+                HyperParameterTuningJobName=name, StatusEquals="Failed", MaxResults=1
+            )["TrainingJobSummaries"]
+        except ClientError:
+            failed = []
+        if failed and failed[0].get("FailureReason") and failed[0]["FailureReason"] not in reason:
+            reason += f" (training job {failed[0]['TrainingJobName']}: {failed[0]['FailureReason']})"
+        return reason
+
+    @staticmethod
+    def _trials(sagemaker, name: str, cfg: ProjectConfig) -> list:
+        from ml_demo_dagster.core.tuner import COMPLETED, FAILED, TrialResult
+
+        summaries, token = [], None
+        while True:
+            page = sagemaker.list_training_jobs_for_hyper_parameter_tuning_job(
+                HyperParameterTuningJobName=name, SortBy="CreationTime", SortOrder="Ascending", MaxResults=100,
+                **({"NextToken": token} if token else {}),
+            )  # fmt: skip
+            summaries += page["TrainingJobSummaries"]
+            token = page.get("NextToken")
+            if not token:
+                break
+        static = cfg.static_hyperparameters()
+        trials = []
+        for number, summary in enumerate(summaries):
+            job = sagemaker.describe_training_job(TrainingJobName=summary["TrainingJobName"])
+            final = {m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])}
+            tuned = {}
+            for key, raw in summary.get("TunedHyperParameters", {}).items():
+                r = cfg.tuning.ranges.get(key)
+                tuned[key] = int(float(raw)) if r is not None and r.integer else float(raw)
+            objective = (summary.get("FinalHyperParameterTuningJobObjectiveMetric") or {}).get("Value")
+            started, ended = job.get("TrainingStartTime") or job["CreationTime"], job.get("TrainingEndTime")
+            trials.append(TrialResult(
+                number=number, tuned=tuned, hyperparameters={**static, **tuned},
+                state=COMPLETED if summary["TrainingJobStatus"] == "Completed" and objective is not None else FAILED,
+                objective=objective,
+                validation={"roc_auc": final.get("validation:roc_auc_score"), "log_loss": final.get("validation:objective_loss"),
+                            "precision_at_threshold": final.get("validation:precision"),
+                            "recall_at_threshold": final.get("validation:recall")},
+                seconds=float(job.get("TrainingTimeInSeconds") or 0), started_at=started.timestamp(),
+                finished_at=(ended or started).timestamp(), worker=0, seed=0, error=summary.get("FailureReason"),
+            ))  # fmt: skip
+        return trials
+
+    def tune(self, store: ObjectStore, version: str, dataset, config: ProjectConfig, log: Callable[[str], None]):
+        import time
+        import uuid
+
+        import numpy as np
+
+        from ml_demo_dagster.core import metrics
+        from ml_demo_dagster.core.dataset import channel_keys
+        from ml_demo_dagster.core.evaluation import Predictions
+        from ml_demo_dagster.core.layout import dataset_prefix
+        from ml_demo_dagster.core.tuner import TuningResult
+
+        started = time.perf_counter()
+        cfg = config
+        region = cfg.project.region
+        sagemaker = client("sagemaker", region, cfg.aws.max_attempts)
+        bucket, _ = s3_location(store)
+        keys = channel_keys(dataset_prefix(version))
+        for channel in ("train", "validation"):
+            if not store.exists(keys[channel]):
+                raise dg.Failure(description=f"the {channel} channel of dataset {version} is not in the store "
+                                             f"({store.uri(keys[channel])}); materialize training_dataset first")  # fmt: skip
+        folder = lambda key: store.uri(key.rsplit("/", 1)[0] + "/")  # noqa: E731 (the channel's folder)
+        name = cfg.aws_name("t", f"{version}-{uuid.uuid4().hex[:4]}", limit=32)
+        request = rq.tuning_job(cfg, name, folder(keys["train"]), folder(keys["validation"]),
+                                store.uri(f"sagemaker/tuning/{version}"))  # fmt: skip
+        with aws_errors("sagemaker", bucket):
+            sagemaker.create_hyper_parameter_tuning_job(**request)
+        url = console.sagemaker(region, "hyper-tuning-jobs", name)
+        log(f"tuning job {name}: {url}")
+        try:
+            with aws_errors("sagemaker", bucket):
+                final = wait_for(
+                    Job(
+                        what=f"tuning job {name}",
+                        describe=lambda: sagemaker.describe_hyper_parameter_tuning_job(
+                            HyperParameterTuningJobName=name
+                        ),
+                        status=lambda d: d["HyperParameterTuningJobStatus"],
+                        succeeded=TUNING_DONE,
+                        failed=TUNING_FAILED,
+                        reason=lambda d: self._failure(sagemaker, name, d),
+                        stop=lambda: sagemaker.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name),
+                        progress=self._progress,
+                        timeout_key="aws.tuning_timeout_minutes",
+                    ),
+                    timeout_seconds=cfg.aws.tuning_timeout_minutes * 60,
+                    poll_seconds=cfg.aws.poll_interval_seconds,
+                    log=log,
+                )
+        except RemoteJobError as e:
+            raise dg.Failure(
+                description=str(e), metadata={"tuning_job": name, "tuning_job_url": dg.MetadataValue.url(url)}
+            ) from None
+        with aws_errors("sagemaker", bucket):
+            trials = self._trials(sagemaker, name, cfg)
+            best_name = final["BestTrainingJob"]["TrainingJobName"]
+            model_data_url = sagemaker.describe_training_job(TrainingJobName=best_name)["ModelArtifacts"][
+                "S3ModelArtifacts"
+            ]
+            model_name = ensure_model(sagemaker, cfg, model_name_for(cfg, version, model_data_url), model_data_url)
+        log(f"tuning job {name}: best training job {best_name}, model {model_name}")
+        best = next(t for t in trials if t.state == "completed" and t.objective == final["BestTrainingJob"][
+            "FinalHyperParameterTuningJobObjectiveMetric"]["Value"])  # fmt: skip
+        rows = np.concatenate([dataset.validation.X, dataset.test.X])
+        scores, labels = _transform(sagemaker, store, cfg, model_name, rows, f"{version}-best", log)
+        n = len(dataset.validation.y)
+        validation, test = Predictions(scores[:n], labels[:n]), Predictions(scores[n:], labels[n:])
+        threshold = threshold_of(validation.scores, validation.labels)
+        target_recall = cfg.tuning.static.target_recall
+        return TuningResult(
+            trials=trials,
+            best=best,
+            model=None,
+            validation_predictions=validation,
+            test_predictions=test,
+            validation=metrics.evaluate_scores(dataset.validation.y, validation.scores, threshold, target_recall),
+            test=metrics.evaluate_scores(dataset.test.y, test.scores, threshold, target_recall),
+            pr_curve=metrics.pr_curve(dataset.test.y, test.scores),
+            strategy=cfg.tuning.strategy,
+            max_jobs=cfg.tuning.max_jobs,
+            max_parallel_jobs=cfg.tuning.max_parallel_jobs,
+            objective_metric=cfg.tuning.objective_metric,
+            objective_type=cfg.tuning.objective_type,
+            target_recall=target_recall,
+            seconds=time.perf_counter() - started,
+            artifact={
+                "kind": "sagemaker",
+                "tuning_job": name,
+                "best_training_job": best_name,
+                "model_name": model_name,
+                "model_data_url": model_data_url,
+            },  # fmt: skip
+        )
+
+
+class SageMakerScorer(ScorerResource):
+    """Scores rows with a registered version's SageMaker model, in a batch transform job."""
+
+    project: ProjectConfigResource
+
+    def predict(self, store: ObjectStore, version: str, X):
+        from ml_demo_dagster.core.evaluation import Predictions
+        from ml_demo_dagster.core.registry import ModelRegistry
+
+        cfg = self.project.get()
+        sagemaker = client("sagemaker", cfg.project.region, cfg.aws.max_attempts)
+        artifact = sagemaker_artifact(ModelRegistry(store).load_record(version), version)
+        with aws_errors("sagemaker"):
+            model_name = ensure_model(
+                sagemaker, cfg, artifact.get("model_name") or model_name_for(cfg, version, artifact["model_data_url"]),
+                artifact["model_data_url"],
+            )  # fmt: skip
+        scores, labels = _transform(sagemaker, store, cfg, model_name, X, version, dg.get_dagster_logger().info)
+        return Predictions(scores, labels)

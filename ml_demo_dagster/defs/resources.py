@@ -1,8 +1,8 @@
 """Resources, and the one place that decides local vs aws.
 
 Each resource is an interface with one face per target (STYLE: "a resource is an
-interface with two faces"): the object store, the feature job, the tuner and the
-deployer. Assets call the interfaces and never ask which target they run on.
+interface with two faces"): the object store, the feature job, the tuner, the scorer and
+the deployer. Assets call the interfaces and never ask which target they run on.
 `resources_for(target)` is the only code that maps a target to implementations.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -92,11 +93,13 @@ class LocalSparkFeatureJob(FeatureJobResource):
 
 
 class TunerResource(dg.ConfigurableResource, ABC):
-    """Tunes linear-learner's hyperparameters on a training dataset (config.tuning)."""
+    """Tunes linear-learner's hyperparameters on a training dataset (config.tuning) and keeps the best model."""
 
     @abstractmethod
-    def tune(self, dataset, config: ProjectConfig):
-        """Returns a core.tuner.TuningResult."""
+    def tune(self, store: ObjectStore, version: str, dataset, config: ProjectConfig, log: Callable[[str], None]):
+        """Returns a core.tuner.TuningResult: the trials, the best one, and the best model's
+        predictions on the validation and test rows; its `artifact` says where the model is
+        kept under `version` (the registry's record carries it)."""
 
 
 class LocalTuner(TunerResource):
@@ -104,10 +107,43 @@ class LocalTuner(TunerResource):
 
     seed: int = 0
 
-    def tune(self, dataset, config: ProjectConfig):
+    def tune(self, store: ObjectStore, version: str, dataset, config: ProjectConfig, log: Callable[[str], None]):
+        from ml_demo_dagster.core.evaluation import Settings
+        from ml_demo_dagster.core.registry import ModelRegistry
         from ml_demo_dagster.core.tuner import tune
 
-        return tune(dataset, config.tuning, config.static_hyperparameters(), seed=self.seed)
+        def progress(trial) -> None:
+            shown = (
+                "failed: " + str(trial.error)
+                if trial.error
+                else f"{config.tuning.objective_metric} {trial.objective:.4f}"
+            )
+            log(f"trial {trial.number + 1}/{config.tuning.max_jobs} {trial.tuned}: {shown}")
+
+        result = tune(
+            dataset, config.tuning, config.static_hyperparameters(), seed=self.seed, progress=progress,
+            settings=Settings.from_config(config.evaluation),
+        )  # fmt: skip
+        result.artifact = ModelRegistry(store).save_model(version, result.model)
+        return result
+
+
+class ScorerResource(dg.ConfigurableResource, ABC):
+    """Scores rows with a model version kept in the registry: its scores and its 0/1 predictions."""
+
+    @abstractmethod
+    def predict(self, store: ObjectStore, version: str, X):
+        """A core.evaluation.Predictions for the rows of X (n x feature_dim)."""
+
+
+class LocalScorer(ScorerResource):
+    """The registry's local model, in this process (numpy)."""
+
+    def predict(self, store: ObjectStore, version: str, X):
+        from ml_demo_dagster.core.evaluation import Predictions
+        from ml_demo_dagster.core.registry import ModelRegistry
+
+        return Predictions(*ModelRegistry(store).load(version).predict(X))
 
 
 class DeployerResource(dg.ConfigurableResource, ABC):
@@ -116,6 +152,11 @@ class DeployerResource(dg.ConfigurableResource, ABC):
     @abstractmethod
     def deploy(self, store: ObjectStore, version: str, record: dict[str, Any]) -> str:
         """Make `version` the one serving; returns where it is served."""
+
+    def reconcile(self, store: ObjectStore, log: Callable[[str], None]) -> str | None:
+        """Settle a deployment an earlier run left half-finished (completed or rolled back), so
+        that what serves is what the registry says; what was done, or None (nothing to do)."""
+        return None
 
 
 class LocalEndpointDeployer(DeployerResource):
@@ -139,12 +180,13 @@ def _local(config: ProjectConfig) -> dict[str, Any]:
         "store": StoreResource(url=config.store_url, region=config.project.region),
         "feature_job": LocalSparkFeatureJob(spark=LazyPySparkResource(spark_config=local_spark_conf())),
         "tuner": LocalTuner(),
+        "scorer": LocalScorer(),
         "deployer": LocalEndpointDeployer(host=config.serving.host, port=config.serving.port),
     }
 
 
 def _aws(config: ProjectConfig) -> dict[str, Any]:
-    from ml_demo_dagster.defs.aws_resources import GlueFeatureJob, SageMakerDeployer
+    from ml_demo_dagster.defs.aws_resources import GlueFeatureJob, SageMakerDeployer, SageMakerScorer, SageMakerTuner
 
     config.require_aws()
     project = ProjectConfigResource()
@@ -152,7 +194,8 @@ def _aws(config: ProjectConfig) -> dict[str, Any]:
         "project": project,
         "store": StoreResource(url=config.store_url, region=config.project.region),
         "feature_job": GlueFeatureJob(project=project),
-        "tuner": LocalTuner(),
+        "tuner": SageMakerTuner(project=project),
+        "scorer": SageMakerScorer(project=project),
         "deployer": SageMakerDeployer(project=project),
     }
 

@@ -39,6 +39,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from typing import Any
 
+from ml_demo_dagster.core import metrics
 from ml_demo_dagster.sandbox.clients import InternalClients, list_keys, split_s3_uri
 from ml_demo_dagster.sandbox.faults import Faults
 from ml_demo_dagster.sandbox.protocol import AwsError, now, validation
@@ -46,12 +47,8 @@ from ml_demo_dagster.sandbox.training import ChannelError, init_worker, read_cha
 
 log = logging.getLogger(__name__)
 ACCOUNT = "123456789012"  # moto's default account: any credentials map to it
-OBJECTIVES = {
-    "validation:objective_loss": "Minimize",
-    "validation:roc_auc_score": "Maximize",
-    "validation:precision": "Maximize",
-    "validation:recall": "Maximize",
-}
+# The objectives a tuning job may name: linear-learner's binary-classifier metrics.
+OBJECTIVES = {**metrics.OBJECTIVES, "validation:recall": "Maximize"}
 STRATEGIES = ("Bayesian", "Random")
 # Training jobs run in processes forked from one fork server that has the trainer imported:
 # a new job's processes start in milliseconds, not the seconds numpy, pyarrow and

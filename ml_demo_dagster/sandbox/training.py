@@ -18,7 +18,6 @@ artifact, it scores through SageMaker.
 from __future__ import annotations
 
 import io
-import math
 import tarfile
 import time
 from typing import Any
@@ -56,14 +55,13 @@ def read_channel(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def binary_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    """The final metrics linear-learner reports for a binary classifier on a channel."""
+    """The final metrics linear-learner reports for a binary classifier on a channel (the
+    tuning objectives, computed as core.metrics defines them, and recall)."""
     from ml_demo_dagster.core import metrics
 
-    p = np.clip(scores, 1e-15, 1 - 1e-15)
-    loss = float(-np.mean(np.where(y == 1, np.log(p), np.log1p(-p)))) if len(y) else 0.0
-    precision, recall = metrics.precision_recall_at(y, scores, threshold)
-    auc = metrics.roc_auc(y, scores) if 0 < int(y.sum()) < len(y) else math.nan
-    return {"objective_loss": loss, "roc_auc_score": auc, "precision": precision, "recall": recall}
+    out = {name.split(":", 1)[1]: metrics.objective_value(name, y, scores, threshold) for name in metrics.OBJECTIVES}
+    out["recall"] = metrics.precision_recall_at(y, scores, threshold)[1]
+    return out
 
 
 def pack_artifact(model_bytes: bytes) -> bytes:

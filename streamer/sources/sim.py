@@ -3,13 +3,25 @@
 It imitates what IG's stream sends for CS.D.BITCOIN.CFD.IP closely enough for the dealer,
 the exporter and the feature job to meet realistic data: ticks at irregular times
 (exponential gaps, mean `sim.tick_interval_seconds`, strictly increasing ms timestamps),
-a random-walk mid (step sd `sim.volatility`), a constant spread (`market.spread`), prices
-rounded to 2 decimals like IG quotes, and the daily fields: MID_OPEN (mid at the UTC day's
-first tick), HIGH/LOW of the day so far, CHANGE = mid - MID_OPEN, CHANGE_PCT, UPDATE_TIME
-"HH:MM:SS" (UTC), MARKET_STATE "TRADEABLE", MARKET_DELAY 0.
+a mid that moves by a random step each tick (sd `sim.volatility`), a constant spread
+(`market.spread`), prices rounded to 2 decimals like IG quotes, and the daily fields:
+MID_OPEN (mid at the UTC day's first tick), HIGH/LOW of the day so far, CHANGE = mid -
+MID_OPEN, CHANGE_PCT, UPDATE_TIME "HH:MM:SS" (UTC), MARKET_STATE "TRADEABLE", MARKET_DELAY 0.
 
-The same seed and start time give the same ticks, tick for tick. Random numbers are
-drawn in fixed-size numpy blocks (fast, and still deterministic).
+Two regimes, one setting apart:
+- `sim.momentum = 0`: a pure random walk. Whether a deal hits its stop or its limit first
+  is independent of every price before it, so there is nothing to learn: an honest model
+  scores ROC AUC 0.5 on unseen data, and the gate should deploy nothing.
+- `sim.momentum > 0` (the default): trends. Each step also carries a drift that persists:
+  an AR(1) process in market time whose correlation decays by e every
+  `sim.momentum_seconds`, with a stationary standard deviation of `momentum` x
+  `volatility` per tick. A trend that has lasted a few minutes tends to go on, so the
+  600 s of history in a deal's features say something about which barrier it hits
+  first: a linear model can learn it, and beats chance on markets it has never seen.
+
+The same seed and start time give the same ticks, tick for tick; with momentum 0 they are
+exactly the random walk of earlier releases (the drift has its own random stream).
+Random numbers are drawn in fixed-size numpy blocks (fast, and still deterministic).
 """
 
 from __future__ import annotations
@@ -51,15 +63,32 @@ class SimSource(MarketSource):
         self.start_price = config.sim.start_price
         self.mean_gap_ms = config.sim.tick_interval_seconds * 1000.0
         self.volatility = config.sim.volatility
+        self.momentum = config.sim.momentum
+        self.momentum_ms = config.sim.momentum_seconds * 1000.0
         self.spread = config.market.spread
         if self.start_price - self.spread / 2 <= 0:
             raise SourceError(f"sim.start_price ({self.start_price}) must exceed half the spread ({self.spread / 2})")
 
     def describe(self) -> str:
-        return f"sim (seed {self.seed})" + (f" at {self.speed:g}x" if self.speed else "")
+        regime = f"momentum {self.momentum:g}" if self.momentum else "random walk"
+        return f"sim (seed {self.seed}, {regime})" + (f" at {self.speed:g}x" if self.speed else "")
+
+    def _drifts(self, gaps: list[int], level: float, rng: np.random.Generator) -> tuple[list[float], float]:
+        """The trend's value at each of these ticks (AR(1) in market time), and its last value."""
+        sd = self.momentum * self.volatility
+        decay = np.exp(-np.asarray(gaps, dtype=np.float64) / self.momentum_ms)
+        shocks = rng.standard_normal(len(gaps)) * sd * np.sqrt(1.0 - decay * decay)
+        out = []
+        for a, e in zip(decay.tolist(), shocks.tolist(), strict=True):
+            level = a * level + e
+            out.append(level)
+        return out, level
 
     def _ticks(self) -> Iterator[Tick]:
         rng = np.random.default_rng(self.seed)
+        # The trend draws from its own stream, so momentum 0 leaves the random walk as it was.
+        trend_rng = np.random.default_rng([self.seed, 1])
+        trend = trend_rng.standard_normal() * self.momentum * self.volatility if self.momentum else 0.0
         half = self.spread / 2.0
         floor = half + 0.01  # the mid reflects here, so BID stays positive
         mid = float(self.start_price)
@@ -69,6 +98,9 @@ class SimSource(MarketSource):
         while True:
             gaps = np.maximum(np.rint(rng.exponential(self.mean_gap_ms, _BLOCK)), 1).astype(np.int64).tolist()
             steps = rng.normal(0.0, self.volatility, _BLOCK).tolist()
+            if self.momentum:
+                drifts, trend = self._drifts(gaps, trend, trend_rng)
+                steps = [s + d for s, d in zip(steps, drifts, strict=True)]
             for gap, step in zip(gaps, steps, strict=True):
                 if first:
                     first = False  # the first tick is at start_ms, at the start price

@@ -33,7 +33,7 @@ def test_checks_are_declared():
     names = {key.name for key in graph.asset_check_keys}
     assert {
         "ticks_are_ordered", "spread_is_positive", "features_have_no_nan", "feature_width_is_605",
-        "label_balance_is_reported", "model_beats_base_rate",
+        "label_balance_is_reported", "model_beats_chance_on_test",
     } <= names  # fmt: skip
 
 

@@ -49,9 +49,13 @@ def test_demo_streams_and_retrains_every_batch(store_dir, capsys):
         assert 0 < row["feature_rows"] <= 2000
         assert row["trials"] == 3
         assert set(row["best_hyperparameters"]) == {"l1", "wd", "learning_rate", "mini_batch_size"}
-        for key in ("validation_precision", "test_precision", "validation_roc_auc", "test_roc_auc"):
+        for key in ("test_precision", "validation_roc_auc", "test_roc_auc"):
             assert 0.0 <= row[key] <= 1.0
-        assert row["decision"] in ("deployed", "kept champion")
+            low, high = row[key + "_ci95"]
+            assert (low is None and high is None) or low <= row[key] <= high
+        assert row["objective_metric"] == "validation:objective_loss" and row["validation_objective"] > 0
+        assert row["decision"] in ("deployed", "kept champion", "not deployed")
+        assert row["gate_metric"] == "roc_auc" and row["decision_reason"]
     first, second = rows
     # The first batch has no model serving yet; the second is scored live by whatever serves.
     assert first["live_precision"] is None

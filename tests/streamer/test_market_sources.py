@@ -6,6 +6,7 @@ import itertools
 import threading
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 
 from ml_demo_dagster.config import default_config
@@ -40,8 +41,8 @@ def test_sim_default_start_is_now_truncated_to_the_second():
 
 
 def test_sim_ticks_look_like_igs_bitcoin_cfd():
-    config = default_config()
-    ticks = sim_ticks(20_000)
+    config = config_with(momentum=0.0)
+    ticks = sim_ticks(20_000, config=config)
     stamps = [t.timestamp for t in ticks]
     assert all(b > a for a, b in zip(stamps, stamps[1:], strict=False))  # strictly increasing ms
     mean_gap_s = (stamps[-1] - stamps[0]) / (len(stamps) - 1) / 1000
@@ -68,6 +69,41 @@ def test_sim_ticks_look_like_igs_bitcoin_cfd():
     steps = [round((b.bid + b.offer - a.bid - a.offer) / 2, 2) for a, b in zip(ticks, ticks[1:], strict=False)]
     sd = (sum(s * s for s in steps) / len(steps)) ** 0.5
     assert sd == pytest.approx(config.sim.volatility, rel=0.05)
+
+
+def config_with(**sim):
+    base = default_config()
+    return base.model_copy(update={"sim": base.sim.model_copy(update=sim)})
+
+
+def mid_steps(ticks):
+    mids = np.array([(t.bid + t.offer) / 2 for t in ticks])
+    return np.diff(mids)
+
+
+def test_momentum_zero_is_a_random_walk_and_momentum_plants_persistent_trends():
+    walk = mid_steps(sim_ticks(40_000, config=config_with(momentum=0.0)))
+    trend = mid_steps(sim_ticks(40_000, config=config_with(momentum=0.5, momentum_seconds=300)))
+
+    def lag_correlation(steps, lag):
+        return float(np.corrcoef(steps[:-lag], steps[lag:])[0, 1])
+
+    # Random walk: steps uncorrelated at every lag (sd of an estimate ~ 1/sqrt(40k) = 0.005).
+    assert all(abs(lag_correlation(walk, lag)) < 0.02 for lag in (1, 10, 100))
+    # Trends: a drift with sd 0.5 x volatility is shared by neighbouring steps, so steps
+    # correlate by about 0.25 / 1.25 = 0.2, fading over the drift's ~300 ticks of memory.
+    assert 0.15 < lag_correlation(trend, 1) < 0.25
+    assert 0.05 < lag_correlation(trend, 100) < lag_correlation(trend, 1)
+    assert np.std(trend) == pytest.approx(5.0 * (1 + 0.5**2) ** 0.5, rel=0.1)
+
+
+def test_momentum_is_deterministic_and_leaves_timestamps_alone():
+    config = config_with(momentum=0.3)
+    assert sim_ticks(3000, config=config) == sim_ticks(3000, config=config)
+    plain = sim_ticks(3000, config=config_with(momentum=0.0))
+    assert [t.timestamp for t in sim_ticks(3000, config=config)] == [t.timestamp for t in plain]
+    assert "momentum 0.3" in SimSource(config, seed=1).describe()
+    assert "random walk" in SimSource(config_with(momentum=0.0), seed=1).describe()
 
 
 def write_prices(path, ticks):

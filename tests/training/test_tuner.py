@@ -9,7 +9,7 @@ import pytest
 from training_synthetic import random_table
 
 from ml_demo_dagster.config import default_config
-from ml_demo_dagster.core import linear_learner
+from ml_demo_dagster.core import linear_learner, metrics
 from ml_demo_dagster.core.dataset import assemble_dataset
 from ml_demo_dagster.core.metrics import evaluate
 from ml_demo_dagster.core.tuner import COMPLETED, FAILED, TuningError, max_concurrency, search_space, tune
@@ -78,16 +78,42 @@ def test_random_strategy_is_reproducible_for_a_seed(dataset):
 
 def test_best_is_chosen_on_validation_and_test_is_only_reported(dataset):
     result = tune(dataset, section(max_jobs=4, max_parallel_jobs=2), STATIC, seed=5)
-    best = max(result.trials, key=lambda t: (t.objective, t.validation["roc_auc"], -t.number))
+    assert result.objective_metric == "validation:objective_loss" and result.objective_type == "Minimize"
+    best = min(result.trials, key=lambda t: (t.objective, -t.validation["roc_auc"], t.number))
     assert result.best.number == best.number
-    assert result.validation["precision_at_target_recall"] == best.objective
+    assert (
+        result.validation["log_loss"]
+        == best.objective
+        == metrics.log_loss(dataset.validation.y, result.validation_predictions.scores)
+    )
+    for t in result.trials:  # every objective carries its interval (enough blocks here)
+        assert t.objective_low <= t.objective <= t.objective_high
     assert result.test == evaluate(result.model, dataset.test.X, dataset.test.y, 0.25)
+    assert np.array_equal(result.test_predictions.scores, result.model.scores(dataset.test.X))
     assert result.test["rows"] == len(dataset.test)
     assert len(result.pr_curve["precision"]) == len(result.pr_curve["recall"])
     assert result.validation["roc_auc"] > 0.6  # the planted signal is found
     summary = result.summary()
     assert summary["trials"] == 4 and summary["best_hyperparameters"] == result.best.tuned
     assert [row["trial"] for row in result.trials_table()] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("metric", "kind", "pick", "value"),
+    [
+        ("validation:roc_auc_score", "Maximize", max, lambda v: v["roc_auc"]),
+        ("validation:precision", "Maximize", max, lambda v: v["precision_at_threshold"]),
+    ],
+)
+def test_every_objective_is_linear_learners_metric_in_its_direction(dataset, metric, kind, pick, value):
+    result = tune(dataset, section(max_jobs=3, max_parallel_jobs=2, objective_metric=metric, objective_type=kind),
+                  STATIC, seed=8)  # fmt: skip
+    for t in result.trials:
+        assert t.objective == value(t.validation)
+    assert result.best.objective == pick(t.objective for t in result.trials)
+    with pytest.raises(ValueError, match=f"objective_type must be {kind}"):
+        tune(dataset, section(max_jobs=2, max_parallel_jobs=1, objective_metric=metric, objective_type="Minimize"),
+             STATIC)  # fmt: skip
 
 
 def _fails_for_small_batches(train_X, train_y, val_X, val_y, hyperparameters, seed):
