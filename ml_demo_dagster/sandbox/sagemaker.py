@@ -372,7 +372,9 @@ class Tuning:
         limits = config["ResourceLimits"]
         max_jobs, parallel = int(limits["MaxNumberOfTrainingJobs"]), int(limits["MaxParallelTrainingJobs"])
         space = _distributions(config.get("ParameterRanges") or {})
-        seed = int(hashlib.sha256(job.name.encode()).hexdigest()[:8], 16)
+        # Seeded by what the job asks for (not its name): the same request searches the same way.
+        asked_for = json.dumps([config, definition], sort_keys=True, default=str)
+        seed = int(hashlib.sha256(asked_for.encode()).hexdigest()[:8], 16)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         sampler = (
             optuna.samplers.RandomSampler(seed=seed)
@@ -407,7 +409,7 @@ class Tuning:
                         future: Future = Future()
                         future.set_exception(RuntimeError(fault.reason))
                     else:
-                        trial_seed = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) % (2**31)
+                        trial_seed = (seed + asked) % (2**31)
                         future = pool.submit(train_job, training.hyperparameters, trial_seed)
                     pending[future] = (trial, training)
                 done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
