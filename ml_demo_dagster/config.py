@@ -197,6 +197,19 @@ class AwsSection(_Section):
     max_attempts: int = Field(default=8, ge=1, le=20)
 
 
+class IGSection(_Section):
+    """The live IG source (`ml-demo stream --source ig`): REST login, then Lightstreamer."""
+
+    base_url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$")
+    secret_name: str = Field(default="", pattern=r"^$|^[A-Za-z0-9/_+=.@:-]{1,2048}$")
+    max_failed_attempts: int = Field(ge=1, le=1000)
+    retry_delay_seconds: float = Field(gt=0, le=600)
+    stalled_timeout_seconds: float = Field(gt=0, le=600)
+    reconnect_timeout_seconds: float = Field(gt=0, le=600)
+    session_recovery_timeout_seconds: float = Field(ge=0, le=3600)
+    request_timeout_seconds: float = Field(gt=0, le=600)
+
+
 class ProjectConfig(_Section):
     project: ProjectSection
     store: StoreSection
@@ -212,6 +225,7 @@ class ProjectConfig(_Section):
     serving: ServingSection
     dagster: DagsterSection
     aws: AwsSection = AwsSection()
+    ig: IGSection
 
     # Derived names: computed here so that no other module builds them.
     @property

@@ -3,13 +3,16 @@
 It reads the config, builds the source, and streams into the store until `--max-batches`
 complete batches are written, the source ends (replay), or SIGINT/SIGTERM arrives; a
 signal only sets the stop event, so the run ends after the current tick and never leaves
-half a batch. Progress goes to stderr every few seconds. Imports neither Dagster nor
-Spark, so it starts fast.
+half a batch. Progress goes to stderr every few seconds, and so does the log of the live
+source (`--source ig`: logins, connection status, gaps, updates set aside). A live feed
+lost for good ends the command with one line and exit code 1; refused credentials with
+one line and exit code 2. Imports neither Dagster nor Spark, so it starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -61,6 +64,13 @@ def register(subparsers) -> None:
             "staging/ in the store. Stops after --max-batches, at the end of a replay, or on "
             "Ctrl-C/SIGTERM (after the current tick; never half a batch)."
         ),
+        epilog=(
+            "--source ig logs in to IG (ig.base_url: the demo API by default) with IG_IDENTIFIER, "
+            "IG_PASSWORD and IG_API_KEY from the environment, or from the AWS Secrets Manager secret "
+            "ig.secret_name (keys ig_identifier, ig_password, ig_api_key), and follows market.epic "
+            "through Lightstreamer; it reconnects by itself and exits with code 1 after "
+            "ig.max_failed_attempts failed connection attempts in a row."
+        ),
     )
     parser.add_argument("--source", choices=("sim", "replay", "ig"), default="sim", help="market source (default: sim)")
     add_store_argument(parser)
@@ -101,6 +111,22 @@ def _stop_on_signals(stop: threading.Event):
             signal.signal(sig, old)
 
 
+@contextmanager
+def _log_to_stderr():
+    """The streamer's log (the live source's) on stderr, while inside."""
+    logger = logging.getLogger("streamer")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s ml-demo stream: %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    previous_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}" if n == 1 else f"{n:,} {word}es" if word.endswith("ch") else f"{n:,} {word}s"
 
@@ -115,10 +141,10 @@ def run(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"export": config.export.model_copy(update={"batch_size": args.batch_size})})
     if args.source != "replay" and args.replay_file:
         raise UserError("--replay-file is only for --source replay")
-    if args.source == "replay" and args.seed is not None:
+    if args.source != "sim" and args.seed is not None:
         raise UserError("--seed is only for --source sim")
     stop = threading.Event()
-    with _stop_on_signals(stop):
+    with _stop_on_signals(stop), _log_to_stderr():
         try:
             options = {"speed": args.speed, "stop": stop}
             if args.source == "sim":
@@ -153,10 +179,14 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-        stats = run_stream(
-            config, source, store, max_batches=args.max_batches, stop=stop,
-            progress=report, progress_every_s=PROGRESS_EVERY_S,
-        )  # fmt: skip
+        try:
+            stats = run_stream(
+                config, source, store, max_batches=args.max_batches, stop=stop,
+                progress=report, progress_every_s=PROGRESS_EVERY_S,
+            )  # fmt: skip
+        except SourceError as e:  # a live feed lost for good: not the user's doing, exit code 1
+            print(f"ml-demo stream: error: {e}", file=sys.stderr, flush=True)
+            return 1
     why = "stopped" if stats.stopped else "done"
     print(
         f"ml-demo stream: {why}: {_plural(stats.ticks, 'tick')}, {stats.resolved:,} resolved, "

@@ -1,8 +1,8 @@
 """Market sources behind one interface, chosen by name: `make_source("sim" | "replay" | "ig", ...)`.
 
-`sim` and `replay` live here. The live IG source (REST login + Lightstreamer subscription,
-DESIGN §2) arrives in a later issue as `streamer/sources/ig.py`; it registers under the
-name "ig" below, and until then asking for it is a clear error rather than a fake.
+`sim` simulates, `replay` plays staging price files, `ig` follows IG's live feed (REST
+login + Lightstreamer subscription, DESIGN §2). Each is imported only when asked for: the
+live source loads the Lightstreamer client, the others need none of it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ SOURCE_NAMES = ("sim", "replay", "ig")
 
 
 def make_source(name: str, config: ProjectConfig, **options) -> MarketSource:
-    """Build the named source. sim: seed, start_ms; replay: files; all: speed, stop."""
+    """Build the named source. sim: seed, start_ms; replay: files; sim and replay: speed; all: stop."""
     if name == "sim":
         from streamer.sources.sim import SimSource
 
@@ -26,9 +26,10 @@ def make_source(name: str, config: ProjectConfig, **options) -> MarketSource:
         _only(name, options, {"files", "speed", "stop"})
         return ReplaySource(options.pop("files", None) or [], **options)
     if name == "ig":
-        raise SourceError(
-            "source 'ig' (live IG market data) is not available in this build; use --source sim or --source replay"
-        )
+        from streamer.sources.ig import IGSource
+
+        _only(name, options, {"stop"})  # live: no pacing, no seed, no files
+        return IGSource(config, **options)  # logs in: bad credentials fail here, in one line
     raise SourceError(f"unknown source {name!r}; choose one of: {', '.join(SOURCE_NAMES)}")
 
 

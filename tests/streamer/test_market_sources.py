@@ -144,9 +144,7 @@ def test_replay_missing_file_is_a_source_error(tmp_path):
         make_source("replay", default_config())
 
 
-def test_ig_is_named_but_not_available_in_this_build():
-    with pytest.raises(SourceError, match="'ig'.*not available in this build"):
-        make_source("ig", default_config())
+def test_unknown_sources_and_options_are_clear_errors():  # the ig source: tests/streamer/test_ig_source.py
     with pytest.raises(SourceError, match="unknown source 'nope'"):
         make_source("nope", default_config())
     with pytest.raises(SourceError, match="does not take seed"):

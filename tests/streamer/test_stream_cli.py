@@ -162,13 +162,6 @@ def test_bad_replay_input_names_file_line_and_field_and_writes_nothing(tmp_path)
     assert not store.exists()
 
 
-def test_ig_is_a_clear_error_in_this_build(tmp_path):
-    result = run_cli("stream", "--source", "ig", "--store", str(tmp_path / "store"))
-    assert result.returncode != 0
-    assert "not available in this build" in one_error_line(result)
-    assert not (tmp_path / "store").exists()
-
-
 def test_a_missing_replay_file_is_a_clear_error(tmp_path):
     result = run_cli("stream", "--source", "replay", "--replay-file", str(tmp_path / "nope.csv"))
     assert result.returncode != 0

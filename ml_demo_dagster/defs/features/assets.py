@@ -9,6 +9,7 @@ import dagster as dg
 from ml_demo_dagster.core.layout import features_prefix, read_features
 from ml_demo_dagster.defs.features import checks
 from ml_demo_dagster.defs.ingest.assets import raw_deals, raw_ticks
+from ml_demo_dagster.defs.metadata import row_count
 from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import FeatureJobResource, ProjectConfigResource, StoreResource
 
@@ -31,6 +32,7 @@ def batch_features(
     context.log.info(f"batch {batch_id}: {counts}")
     return dg.MaterializeResult(
         metadata={
+            **row_count(table.num_rows),
             **{k: int(v) for k, v in counts.items()},
             "feature_dim": cfg.feature_dim,
             "profit_share": round(float(labels.mean()), 4) if len(labels) else 0.0,
