@@ -10,15 +10,6 @@ from __future__ import annotations
 
 import re
 
-from botocore.exceptions import (
-    ClientError,
-    CredentialRetrievalError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-)
-
 _ROLE = re.compile(
     r"assume (the )?role|AssumeRole|not authorized to perform: iam:PassRole|role .{0,200}(does not exist|"
     r"cannot be assumed|is invalid)|Could not assume|trust relationship",
@@ -34,12 +25,23 @@ class AwsSetupError(RuntimeError):
     """The aws target cannot work as configured; the message says what to fix, in one line."""
 
 
-def _operation(error: ClientError) -> str:
+def _operation(error) -> str:
     return error.operation_name or "an AWS call"
 
 
 def explain(error: BaseException, *, service: str = "", bucket: str = "") -> str:
     """One line for `error` of a call to `service`: what to fix for the common mistakes, else AWS's words."""
+    # Imported here: the CLI imports AwsSetupError for every command, and `ml-demo stream`
+    # must not pay for botocore.
+    from botocore.exceptions import (
+        ClientError,
+        CredentialRetrievalError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+    )
+
     if isinstance(error, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
         return (
             "no AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "

@@ -72,8 +72,13 @@ def batch_transform(
     store.put_bytes(input_key, rows_csv(X))
     try:
         sagemaker.create_transform_job(
-            **rq.transform_job(config, name, model_name, store.uri(input_key).rsplit("/", 1)[0] + "/",
-                               store.uri(output_key).rsplit("/", 1)[0])
+            **rq.transform_job(
+                config,
+                name,
+                model_name,
+                store.uri(input_key).rsplit("/", 1)[0] + "/",
+                store.uri(output_key).rsplit("/", 1)[0],
+            )
         )
         wait_for(
             Job(

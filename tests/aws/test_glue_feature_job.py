@@ -47,7 +47,13 @@ def test_a_terminated_dagster_run_stops_its_glue_run(bucket, tmp_path):
         mine = [r for r in runs if r["Arguments"].get("--batch_id") == batch and r["JobRunState"] == "RUNNING"]
         return mine[0] if mine else None
 
-    run = wait_until(running_glue_run, timeout=120, interval=0.5, what="the Glue run to start")
+    def started():
+        assert runner.poll() is None, (
+            f"the Dagster run ended before its Glue run started: {runner.stdout.read()[-3000:]}"
+        )
+        return running_glue_run()
+
+    run = wait_until(started, timeout=120, interval=0.5, what="the Glue run to start")
     # What Dagster does to a run worker it terminates: an interrupt in the step.
     runner.send_signal(signal.SIGINT)
     output, _ = runner.communicate(timeout=120)

@@ -173,13 +173,19 @@ def test_tuning_job_runs_its_trials_from_the_request_and_names_the_best(tuning_s
     job = _tune(sagemaker, config, bucket, "tune-ok")
     assert job["HyperParameterTuningJobStatus"] == "Completed", job.get("FailureReason")
     assert job["TrainingJobStatusCounters"]["Completed"] == 3
+    objective = config.tuning.objective_metric
+    best_first = "Ascending" if config.tuning.objective_type == "Minimize" else "Descending"
     summaries = sagemaker.list_training_jobs_for_hyper_parameter_tuning_job(
-        HyperParameterTuningJobName="tune-ok", SortBy="FinalObjectiveMetricValue", SortOrder="Descending"
+        HyperParameterTuningJobName="tune-ok", SortBy="FinalObjectiveMetricValue", SortOrder=best_first
     )["TrainingJobSummaries"]
     assert len(summaries) == 3
     values = [s["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] for s in summaries]
-    assert values == sorted(values, reverse=True)
-    assert job["BestTrainingJob"]["TrainingJobName"] == summaries[0]["TrainingJobName"]
+    assert values == sorted(values, reverse=best_first == "Descending")
+    assert all(s["FinalHyperParameterTuningJobObjectiveMetric"]["MetricName"] == objective for s in summaries)
+    best = job["BestTrainingJob"]
+    assert best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] == values[0]
+    assert best["TrainingJobName"] in [s["TrainingJobName"] for s in summaries if
+                                       s["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] == values[0]]  # fmt: skip
     ranges = {r.name if hasattr(r, "name") else k: r for k, r in config.tuning.ranges.items()}
     for summary in summaries:
         tuned = summary["TunedHyperParameters"]
@@ -192,7 +198,8 @@ def test_tuning_job_runs_its_trials_from_the_request_and_names_the_best(tuning_s
         assert artifact == f"s3://{bucket}/out/{summary['TrainingJobName']}/output/model.tar.gz"
         assert s3.head_object(Bucket=bucket, Key=artifact.split("/", 3)[3])["ContentLength"] > 0
         metrics = {m["MetricName"]: m["Value"] for m in training["FinalMetricDataList"]}
-        assert metrics["validation:precision"] == summary["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
+        assert metrics[objective] == summary["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
+        assert {"validation:objective_loss", "validation:roc_auc_score", "validation:precision"} <= set(metrics)
 
 
 def test_tuning_job_fault_fails_it_with_the_reason(tuning_setup, aws_env):
@@ -220,8 +227,10 @@ def test_tuning_request_outside_what_sagemaker_accepts_is_a_validation_error(tun
     bucket, config = tuning_setup
     sagemaker = boto3.client("sagemaker", region_name=REGION)
     request = rq.tuning_job(config, "tune-bad", f"s3://{bucket}/ds/train/", f"s3://{bucket}/ds/validation/", "s3://x/o")
-    request["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]["Type"] = "Minimize"
-    with pytest.raises(ClientError, match="must be used with Type Maximize"):
+    objective = request["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]
+    right = objective["Type"]
+    objective["Type"] = {"Minimize": "Maximize", "Maximize": "Minimize"}[right]
+    with pytest.raises(ClientError, match=f"must be used with Type {right}"):
         sagemaker.create_hyper_parameter_tuning_job(**request)
 
 
