@@ -459,7 +459,8 @@ class SageMakerTuner(TunerResource):
         return reason
 
     @staticmethod
-    def _trials(sagemaker, name: str, cfg: ProjectConfig) -> list:
+    def _trials(sagemaker, name: str, cfg: ProjectConfig) -> tuple[list, list[str]]:
+        """The tuning job's training jobs as trials, in creation order, and their names."""
         from ml_demo_dagster.core.tuner import COMPLETED, FAILED, TrialResult
 
         summaries, token = [], None
@@ -493,7 +494,7 @@ class SageMakerTuner(TunerResource):
                 seconds=float(job.get("TrainingTimeInSeconds") or 0), started_at=started.timestamp(),
                 finished_at=(ended or started).timestamp(), worker=0, seed=0, error=summary.get("FailureReason"),
             ))  # fmt: skip
-        return trials
+        return trials, [summary["TrainingJobName"] for summary in summaries]
 
     def tune(self, store: ObjectStore, version: str, dataset, config: ProjectConfig, log: Callable[[str], None]):
         import time
@@ -550,15 +551,14 @@ class SageMakerTuner(TunerResource):
                 description=str(e), metadata={"tuning_job": name, "tuning_job_url": dg.MetadataValue.url(url)}
             ) from None
         with aws_errors("sagemaker", bucket):
-            trials = self._trials(sagemaker, name, cfg)
+            trials, names = self._trials(sagemaker, name, cfg)
             best_name = final["BestTrainingJob"]["TrainingJobName"]
             model_data_url = sagemaker.describe_training_job(TrainingJobName=best_name)["ModelArtifacts"][
                 "S3ModelArtifacts"
             ]
             model_name = ensure_model(sagemaker, cfg, model_name_for(cfg, version, model_data_url), model_data_url)
         log(f"tuning job {name}: best training job {best_name}, model {model_name}")
-        best = next(t for t in trials if t.state == "completed" and t.objective == final["BestTrainingJob"][
-            "FinalHyperParameterTuningJobObjectiveMetric"]["Value"])  # fmt: skip
+        best = trials[names.index(best_name)]
         rows = np.concatenate([dataset.validation.X, dataset.test.X])
         scores, labels = _transform(sagemaker, store, cfg, model_name, rows, f"{version}-best", log)
         n = len(dataset.validation.y)

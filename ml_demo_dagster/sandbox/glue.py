@@ -1,8 +1,8 @@
 """Glue job runs that really run: the job's script, on local Spark, against the sandbox's S3.
 
-moto keeps the job definitions (CreateJob, UpdateJob, GetJob); the sandbox answers the run
-calls (StartJobRun, GetJobRun, GetJobRuns, BatchStopJobRun) and executes each run the way
-Glue does:
+moto keeps the job definitions (CreateJob, GetJob); the sandbox adds UpdateJob, which moto
+lacks, answers the run calls (StartJobRun, GetJobRun, GetJobRuns, BatchStopJobRun) and
+executes each run the way Glue does:
 - the script is read from the job's `Command.ScriptLocation` in S3, and each archive in
   `--extra-py-files` too; the archives go on the Python path of the driver (PYTHONPATH) and
   of the Spark workers (`--py-files`), as on Glue;
@@ -229,6 +229,22 @@ class GlueRuns:
             self._runs[run.id] = run
         threading.Thread(target=self._execute, args=(run,), name=f"glue-{run.id[:11]}", daemon=True).start()
         return {"JobRunId": run.id}
+
+    def update_job(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        """UpdateJob (moto lacks it): the job's definition is replaced by JobUpdate, as in Glue;
+        its name and tags stay."""
+        name, update = body["JobName"], dict(body["JobUpdate"])
+        glue = self.clients("glue", region)
+        try:
+            glue.get_job(JobName=name)
+        except glue.exceptions.EntityNotFoundException:
+            raise AwsError("EntityNotFoundException", f"Job with name: {name} not found.") from None
+        arn = f"arn:aws:glue:{region}:123456789012:job/{name}"
+        tags = glue.get_tags(ResourceArn=arn).get("Tags") or {}
+        with self._lock:  # no run may start from a half-replaced definition
+            glue.delete_job(JobName=name)
+            glue.create_job(Name=name, **update, **({"Tags": tags} if tags else {}))
+        return {"JobName": name}
 
     def get_job_run(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
         return {"JobRun": self._run(body.get("JobName"), body.get("RunId")).describe()}

@@ -79,6 +79,7 @@ class Sandbox:
         self.transforms = Transforms(self.clients)
         self.endpoints = Endpoints(self.clients, self.faults)
         self.handlers: dict[tuple[str, str], Handler] = {
+            ("glue", "UpdateJob"): self.glue.update_job,
             ("glue", "StartJobRun"): self.glue.start_job_run,
             ("glue", "GetJobRun"): self.glue.get_job_run,
             ("glue", "GetJobRuns"): self.glue.get_job_runs,

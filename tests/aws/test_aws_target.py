@@ -127,6 +127,7 @@ def test_pipeline_succeeds_and_names_the_glue_run_tuning_job_best_training_job_a
         artifact = row["model_artifact"]
         assert artifact["kind"] == "sagemaker" and artifact["tuning_job"].startswith("ml-demo-dev-t-" + row["batch"])
         assert artifact["best_training_job"].startswith(artifact["tuning_job"] + "-")
+        assert row["trials"] == 2  # one per training job of the tuning job
     deployed = [r for r in found if r["decision"] == "deployed"]
     assert deployed, [r["decision_reason"] for r in found]
     assert deployed[-1]["endpoint"] == f"{run.bucket}-endpoint"

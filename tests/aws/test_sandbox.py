@@ -98,6 +98,23 @@ def test_glue_run_runs_the_script_from_s3_with_glues_arguments(bucket):
     assert "hello from the extra-py-files zip" in log_lines(logs, "/aws-glue/jobs/output", run_id)
 
 
+def test_update_job_replaces_the_definition_and_the_next_run_uses_it(bucket):
+    s3, glue, _, logs = clients()
+    glue_job(s3, glue, bucket, "updated-job", "print('old script')\n")
+    s3.put_object(Bucket=bucket, Key="scripts/new.py", Body=b"print('new script')\n")
+    job = glue.get_job(JobName="updated-job")["Job"]
+    glue.update_job(JobName="updated-job", JobUpdate={
+        "Role": job["Role"], "GlueVersion": "5.0", "WorkerType": "G.1X", "NumberOfWorkers": 3,
+        "Command": {"Name": "glueetl", "ScriptLocation": f"s3://{bucket}/scripts/new.py", "PythonVersion": "3"},
+    })  # fmt: skip
+    assert glue.get_job(JobName="updated-job")["Job"]["NumberOfWorkers"] == 3
+    run_id = glue.start_job_run(JobName="updated-job")["JobRunId"]
+    assert finished(glue, "updated-job", run_id)["JobRunState"] == "SUCCEEDED"
+    assert log_lines(logs, "/aws-glue/jobs/output", run_id) == ["new script"]
+    with pytest.raises(ClientError, match="EntityNotFoundException"):
+        glue.update_job(JobName="no-such-job", JobUpdate={"Role": job["Role"], "Command": job["Command"]})
+
+
 def test_glue_run_fails_with_the_scripts_error_in_errormessage_and_logs(bucket):
     s3, glue, _, logs = clients()
     glue_job(
