@@ -42,6 +42,11 @@ SETTINGS = {
     "ML_DEMO__TUNING__MAX_JOBS": "2",
     "ML_DEMO__TUNING__MAX_PARALLEL_JOBS": "2",
     "ML_DEMO__TUNING__STATIC__EPOCHS": "5",
+    # Ranges where every trial learns (two trials only: a diverging one must not be all there is).
+    "ML_DEMO__TUNING__RANGES__LEARNING_RATE__MIN": "0.0001",
+    "ML_DEMO__TUNING__RANGES__LEARNING_RATE__MAX": "0.01",
+    "ML_DEMO__TUNING__RANGES__L1__MAX": "0.001",
+    "ML_DEMO__TUNING__RANGES__WD__MAX": "0.001",
     "ML_DEMO__AWS__POLL_INTERVAL_SECONDS": "0.3",
 }
 # Faults on the calls each step cannot do without; every one must be retried away.
