@@ -1,8 +1,9 @@
 """Benchmark of the streamer: ticks per second, heap dealer vs the naive reference, same run.
 
 1. Replay, end to end: a price file of simulated ticks replayed as fast as possible through
-   source + dealer + exporter into a temporary local store (what `ml-demo stream --source
-   replay` does), once with the heap Dealer and once with the NaiveDealer.
+   source + dealer + exporter + spool into a temporary local store (what `ml-demo stream
+   --source replay` does), with the heap Dealer and with the NaiveDealer; and the same
+   without the spool (the crash safety's cost), runs of the two alternating.
 2. Dealer only, at about 10,000 open orders: a price path that keeps that many open (see
    `ten_thousand_open_path`), the heap Dealer and the NaiveDealer on the same ticks.
 
@@ -19,7 +20,6 @@ import datetime as dt
 import itertools
 import os
 import random
-import re
 import sys
 import tempfile
 import time
@@ -34,6 +34,7 @@ sys.path.insert(0, str(_HERE.parent))
 import pyarrow as pa  # noqa: E402
 
 from benchmarks.machine import describe_machine  # noqa: E402
+from benchmarks.report import BENCHMARKS_MD, write_section  # noqa: E402
 from ml_demo_dagster.config import default_config  # noqa: E402
 from ml_demo_dagster.core.staging import PRICE_SCHEMA  # noqa: E402
 from ml_demo_dagster.core.store import LocalStore  # noqa: E402
@@ -42,27 +43,62 @@ from streamer.formatting import format_csv  # noqa: E402
 from streamer.runner import run_stream  # noqa: E402
 from streamer.sources.replay import ReplaySource  # noqa: E402
 from streamer.sources.sim import SimSource  # noqa: E402
+from streamer.spool import Spool, stream_identity  # noqa: E402
 
-REPO = _HERE.parent
-BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 SECTION = "## Streamer"
 OPEN_TARGET = 10_000
 
 
-def best_replay(path: Path, dealer_name: str, config, repeats: int) -> dict:
-    """The fastest of `repeats` replays (by CPU time): the machine is shared, noise only slows."""
-    return min((replay(path, dealer_name, config) for _ in range(repeats)), key=lambda r: r["cpu_s"])
+def best_replays(variants: list[tuple[Path, str, bool]], config, repeats: int) -> list[dict]:
+    """For each (file, dealer, spool) the fastest of `repeats` replays (by CPU time), the
+    variants' runs alternating: the machine is shared, and noise only slows."""
+    runs: list[list[dict]] = [[] for _ in variants]
+    for _ in range(repeats):
+        for i, (path, dealer_name, spooled) in enumerate(variants):
+            runs[i].append(replay(path, dealer_name, config, spooled))
+    return [min(r, key=lambda x: x["cpu_s"]) for r in runs]
 
 
-def replay(path: Path, dealer_name: str, config) -> dict:
-    """Parse, then stream the whole file; returns wall and CPU timings and counts."""
-    t0 = time.perf_counter()
-    source = ReplaySource([path])
-    t1, c1 = time.perf_counter(), time.process_time()
-    dealer = None if dealer_name == "Dealer" else NaiveDealer(config.dealer.stop, config.dealer.limit)
-    with tempfile.TemporaryDirectory() as store_dir:
-        stats = run_stream(config, source, LocalStore(store_dir), dealer=dealer)
-    t2, c2 = time.perf_counter(), time.process_time()
+class TimedSpool(Spool):
+    """The spool, with the time spent in its writes (checkpoints, batch ids) added up."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cpu_s = self.wall_s = 0.0
+
+    def _timed(self, write, *args):
+        w0, c0 = time.perf_counter(), time.process_time()
+        try:
+            return write(*args)
+        finally:
+            self.cpu_s += time.process_time() - c0
+            self.wall_s += time.perf_counter() - w0
+
+    def checkpoint(self, state):
+        return self._timed(super().checkpoint, state)
+
+    def record_batch(self, seq, batch_id):
+        return self._timed(super().record_batch, seq, batch_id)
+
+
+def replay(path: Path, dealer_name: str, config, spooled: bool = True) -> dict:
+    """Parse (and open a spool), then stream the whole file; returns timings and counts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        source = ReplaySource([path])
+        store = LocalStore(Path(tmp) / "store")
+        spool = None
+        if spooled:
+            identity = stream_identity(config, source, store.url)
+            spool = TimedSpool.open(Path(tmp) / "replay.spool", identity)
+        t1, c1 = time.perf_counter(), time.process_time()
+        dealer = None if dealer_name == "Dealer" else NaiveDealer(config.dealer.stop, config.dealer.limit)
+        try:
+            stats = run_stream(config, source, store, dealer=dealer, spool=spool)
+        finally:
+            if spool is not None:
+                spool.close()
+        t2, c2 = time.perf_counter(), time.process_time()
     return {
         "ticks": stats.ticks,
         "parse_s": t1 - t0,
@@ -71,6 +107,8 @@ def replay(path: Path, dealer_name: str, config) -> dict:
         "batches": stats.batches_written,
         "resolved": stats.resolved,
         "open": stats.open_orders,
+        "spool_cpu_s": spool.cpu_s if spool else 0.0,
+        "spool_wall_s": spool.wall_s if spool else 0.0,
     }
 
 
@@ -107,17 +145,6 @@ def dealer_only(cls, path: list[tuple[int, float]], warmup: int) -> dict:
     }
 
 
-def write_section(text: str) -> None:
-    old = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    section = f"{SECTION}\n\n{text.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: section + "\n", old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + section
-    BENCHMARKS_MD.write_text(new.rstrip("\n") + "\n")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ticks", type=int, default=1_000_000, help="ticks in the replayed price file")
@@ -142,13 +169,15 @@ def main() -> int:
         del ticks
         print("warm-up (untimed): one replay of the small file ...", file=sys.stderr)
         replay(small, "Dealer", config)
-        for label, file, dealer_name in (
-            ("replay + Dealer + exporter", path, "Dealer"),
-            ("replay + Dealer + exporter", small, "Dealer"),
-            ("replay + NaiveDealer + exporter", small, "NaiveDealer"),
-        ):
-            print(f"{label}: {file.name} ...", file=sys.stderr)
-            r = best_replay(file, dealer_name, config, args.repeats)
+        variants = [
+            ("replay + Dealer + exporter + spool", path, "Dealer", True),
+            ("replay + Dealer + exporter, no spool", path, "Dealer", False),
+            ("replay + Dealer + exporter + spool", small, "Dealer", True),
+            ("replay + NaiveDealer + exporter + spool", small, "NaiveDealer", True),
+        ]
+        print(f"replays: {len(variants)} variants x {args.repeats}, alternating ...", file=sys.stderr)
+        best = best_replays([v[1:] for v in variants], config, args.repeats)
+        for (label, _, _, _), r in zip(variants, best, strict=True):
             rows.append(
                 (
                     label,
@@ -183,7 +212,9 @@ def main() -> int:
     speedup_wall = (heap["ticks"] / heap["run_s"]) / (naive["ticks"] / naive["run_s"])
     replay_cpu = results[0]["ticks"] / results[0]["cpu_s"]
     replay_wall = results[0]["ticks"] / results[0]["run_s"]
-    replay_speedup = (results[1]["ticks"] / results[1]["cpu_s"]) / (results[2]["ticks"] / results[2]["cpu_s"])
+    replay_speedup = (results[2]["ticks"] / results[2]["cpu_s"]) / (results[3]["ticks"] / results[3]["cpu_s"])
+    spool_vs_none = replay_cpu / (results[1]["ticks"] / results[1]["cpu_s"]) - 1
+    spool_vs_none_wall = replay_wall / (results[1]["ticks"] / results[1]["run_s"]) - 1
     load = os.getloadavg()
 
     header = (
@@ -214,10 +245,18 @@ def main() -> int:
             f"- Replay: {args.ticks:,} simulated ticks (seed 42, default config: stop = limit = 20, "
             f"batch size {config.export.batch_size:,}, price lead {config.export.price_lead_seconds} s) "
             "written as a staging price file, then replayed as fast as possible through "
-            "`run_stream` into a temporary local store: source + dealer + exporter, CSV "
+            "`run_stream` into a temporary local store: source + dealer + exporter + spool, CSV "
             "formatting and atomic writes (fsync) included. 'incl. CSV parse' adds reading and "
-            f"validating the file (staging.read_prices). One untimed warm-up replay runs first; each replay row "
-            f"is the fastest (by CPU time) of {args.repeats} runs. "
+            "validating the file (staging.read_prices) and opening the spool (which hashes the file). "
+            "One untimed warm-up replay runs first; each replay row "
+            f"is the fastest (by CPU time) of {args.repeats} runs, the rows' runs alternating. "
+            "The spool (a checkpoint after every batch, each batch id fsynced before its upload): "
+            f"its writes took {results[0]['spool_cpu_s'] / results[0]['batches'] * 1000:.2f} ms of CPU "
+            f"and {results[0]['spool_wall_s'] / results[0]['batches'] * 1000:.1f} ms of wall time a batch, "
+            f"{results[0]['spool_cpu_s'] / results[0]['cpu_s']:.1%} of the run's CPU time and "
+            f"{results[0]['spool_wall_s'] / results[0]['run_s']:.1%} of its wall time (timed inside the run); "
+            f"the row with it against the row without ({spool_vs_none:+.1%} CPU-time rate, "
+            f"{spool_vs_none_wall:+.1%} wall) mostly shows the machine's load changing from run to run. "
             "The naive rows run the first "
             f"{args.naive_ticks:,} ticks of the same file with NaiveDealer, beside the heap "
             f"dealer on the same slice: {replay_speedup:.1f}x there, where only ~100 orders are open.",
@@ -235,7 +274,7 @@ def main() -> int:
     )
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
         print(f"\nwritten to {BENCHMARKS_MD} ({SECTION})", file=sys.stderr)
     return 0
 

@@ -29,6 +29,12 @@ from pathlib import Path
 
 FAST_START_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
 
+# pyspark 4.3 warns, the first time a process makes an Arrow or pandas UDF call, that pandas 3
+# is not fully supported; the job never uses pandas (see TOOLCHAIN.md "Spark"), so the warning
+# only hides real output. Set here, at import, because a Dagster run's session is started by
+# dagster-pyspark from local_spark_conf(), not by local_spark_session below.
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+
 _BASE_CONF: dict[str, str] = {
     "spark.master": "local[*]",
     "spark.ui.enabled": "false",
@@ -81,9 +87,6 @@ def local_spark_session(app_name: str = "ml-demo-features", conf: dict[str, str]
     """A local SparkSession bound to 127.0.0.1, built from local_spark_conf() (plus `conf`)."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    # pyspark 4.3 warns on every Arrow call that pandas 3 is not fully supported; the job
-    # never uses pandas (see TOOLCHAIN.md "Spark"), so the warning only hides real output.
-    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)

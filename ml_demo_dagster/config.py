@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import string
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,20 @@ TICK_FEATURES = ("BID", "OFFER", "MID_OPEN", "HIGH", "LOW")
 
 class ConfigError(ValueError):
     """A config value is missing or not allowed. The message is one line for the user."""
+
+
+SPOOL_PLACEHOLDERS = ("source", "store")
+
+
+def check_spool_template(template: str) -> None:
+    """ValueError unless `template` uses only the {source} and {store} placeholders."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise ValueError(f"not a valid path template: {e}") from None
+    unknown = sorted({f for f in fields if f not in SPOOL_PLACEHOLDERS})
+    if unknown:
+        raise ValueError(f"unknown placeholder {{{unknown[0]}}}; allowed: {{source}}, {{store}}")
 
 
 class _Section(BaseModel):
@@ -59,6 +74,22 @@ class DealerSection(_Section):
 class ExportSection(_Section):
     batch_size: int = Field(ge=1, le=10_000_000)
     price_lead_seconds: int = Field(ge=0, le=86_400)
+
+
+class StreamSection(_Section):
+    """The streamer's crash safety (streamer/spool.py)."""
+
+    # Where a stream's spool lives: a path template with {source} (sim, replay, ig) and
+    # {store} (12 hex digits of the store URL's SHA-256), so each source writing to each store
+    # has its own. Relative paths are under the repository; `ml-demo stream --spool` overrides.
+    spool: str = Field(min_length=1)
+    checkpoint_seconds: float = Field(gt=0, le=3600)
+
+    @field_validator("spool")
+    @classmethod
+    def _known_placeholders(cls, v: str) -> str:
+        check_spool_template(v)
+        return v
 
 
 class SimSection(_Section):
@@ -216,6 +247,7 @@ class ProjectConfig(_Section):
     market: MarketSection
     dealer: DealerSection
     export: ExportSection
+    stream: StreamSection
     sim: SimSection
     features: FeaturesSection
     training: TrainingSection

@@ -13,7 +13,8 @@ orders when its stale entries outnumber them, so memory stays proportional to th
 orders. Orders opened at the same OFFER resolve together, so they share one heap entry.
 `NaiveDealer` scans every open order on every tick: the reference the tests and the
 benchmark compare against. Both return, per tick, the orders it resolved, in opening
-order. Pure classes: no I/O, no clock.
+order. Both can say what is open (`state`, plain JSON values) and start again from that
+(`restore`): the streamer's spool keeps it across a crash. Pure classes: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -98,6 +99,25 @@ class Dealer(_Rule):
     def oldest_open_timestamp(self) -> int | None:
         """Opening time of the oldest open order, or None (O(open price levels))."""
         return min((level[0][1] for level in self._levels.values()), default=None)
+
+    def state(self) -> dict:
+        """The open orders ([id, opened at, price], by id) and the counters, as JSON values."""
+        orders = sorted([oid, opened, price] for price, level in self._levels.items() for oid, opened in level)
+        return {"next_id": self._next_id, "resolved": self.resolved_count, "open": orders}
+
+    def restore(self, state: dict) -> None:
+        """Continue from `state()`: the same deals follow the same ticks (the heaps start
+        without stale entries, which only ever change when work is done, never the result)."""
+        levels: dict[float, list[tuple[int, int]]] = {}
+        for oid, opened, price in state["open"]:  # by id, so each level's orders stay in opening order
+            levels.setdefault(price, []).append((oid, opened))
+        self._levels = levels
+        self._by_stop[:] = [-price for price in levels]
+        heapify(self._by_stop)
+        self._by_limit[:] = list(levels)
+        heapify(self._by_limit)
+        self._next_id = state["next_id"]
+        self.resolved_count = state["resolved"]
 
     def on_tick(self, timestamp: int, offer: float) -> tuple[Deal, ...] | list[Deal]:
         """Resolve open orders against `offer`, then open one; returns the resolved deals."""
@@ -185,6 +205,13 @@ class NaiveDealer(_Rule):
 
     def oldest_open_timestamp(self) -> int | None:
         return self._orders[0][0] if self._orders else None
+
+    def state(self) -> dict:
+        return {"resolved": self.resolved_count, "open": [list(order) for order in self._orders]}
+
+    def restore(self, state: dict) -> None:
+        self._orders = [tuple(order) for order in state["open"]]
+        self.resolved_count = state["resolved"]
 
     def on_tick(self, timestamp: int, offer: float) -> list[Deal]:
         resolved: list[Deal] = []

@@ -6,8 +6,14 @@ earliest resolved) form a batch, sorted by opening time, and it is written as tw
 opening minus `export.price_lead_seconds` to the latest deal's opening tick (inclusive),
 then `staging/deals-<T>.csv`. Each is one atomic `store.put_bytes`; the deals file is the
 batch's commit mark, so a reader that sees it finds the price file there too.
-T is the export's wall-clock time in epoch ms, strictly increasing within a run and never
-one whose files already exist in the store.
+T is the export's wall-clock time in epoch ms, strictly increasing within a stream and
+never one whose files already exist in the store.
+
+Uploads are idempotent. Batches are numbered in the stream (`seq`), and T is decided
+before the upload: `before_upload(seq, T)` lets the streamer's spool record it (durably)
+first. A batch whose upload failed or was cut short keeps its T (`decided`), so the retry,
+in this run or after a restart, overwrites the same two keys with the same bytes instead
+of writing a second copy under a new T.
 
 Memory stays bounded: the price buffer keeps only ticks a pending deal's price file can
 still need (from the oldest open or unexported deal's opening minus the lead, to now).
@@ -21,6 +27,7 @@ import contextlib
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
+from functools import partial
 from operator import itemgetter
 
 from ml_demo_dagster.core.staging import DEAL_SCHEMA, PRICE_SCHEMA, deals_key, price_key
@@ -30,6 +37,8 @@ from streamer.formatting import format_csv
 from streamer.sources.base import Tick
 
 _timestamp = itemgetter(0)
+_make_deal = partial(tuple.__new__, Deal)
+_make_tick = partial(tuple.__new__, Tick)
 
 
 class Exporter:
@@ -42,6 +51,7 @@ class Exporter:
         batch_size: int,
         price_lead_seconds: float,
         clock: Callable[[], float] = time.time,
+        before_upload: Callable[[int, str], None] | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
@@ -52,7 +62,10 @@ class Exporter:
         self._ticks: list[Tick] = []
         self._pending: list[Deal] = []  # resolved, not yet exported, in resolution order
         self._last_export_ms = 0
-        self.batch_ids: list[str] = []
+        self._before_upload = before_upload
+        self.seq = 0  # batches of the stream uploaded so far (earlier runs included)
+        self.decided: dict[int, int] = {}  # seq -> T, decided but not known to be uploaded
+        self.batch_ids: list[str] = []  # uploaded by this run
         # The hot path binds these directly; trimming edits the lists in place.
         self.add_tick: Callable[[Tick], None] = self._ticks.append
         self.add_deals: Callable[[Iterable[Deal]], None] = self._pending.extend
@@ -71,6 +84,11 @@ class Exporter:
         """Timestamp of the oldest tick still buffered for a future price file."""
         return self._ticks[0][0] if self._ticks else None
 
+    @property
+    def last_tick(self) -> Tick | None:
+        """The newest tick buffered (every tick handled is, until a later one makes it old)."""
+        return self._ticks[-1] if self._ticks else None
+
     def ready(self) -> bool:
         """True when a whole batch can be written."""
         return len(self._pending) >= self.batch_size
@@ -85,7 +103,7 @@ class Exporter:
         hi = bisect_right(self._ticks, batch[-1].timestamp, key=_timestamp)
         price_data = format_csv(self._ticks[lo:hi], PRICE_SCHEMA)
         deals_data = format_csv(batch, DEAL_SCHEMA)
-        batch_id = self._next_batch_id()
+        batch_id = self._batch_id()
         self.store.put_bytes(price_key(batch_id), price_data)
         try:
             self.store.put_bytes(deals_key(batch_id), deals_data)
@@ -96,6 +114,8 @@ class Exporter:
                 self.store.delete(price_key(batch_id))
             raise
         del self._pending[: self.batch_size]
+        del self.decided[self.seq]
+        self.seq += 1
         self.batch_ids.append(batch_id)
         return batch_id
 
@@ -110,9 +130,39 @@ class Exporter:
         if cut:
             del self._ticks[:cut]
 
-    def _next_batch_id(self) -> str:
-        t = max(int(self._clock() * 1000), self._last_export_ms + 1)
-        while self.store.exists(price_key(t)) or self.store.exists(deals_key(t)):
-            t += 1
-        self._last_export_ms = t
+    def _batch_id(self) -> str:
+        """T of the batch in hand: the one decided before, or a new one, recorded first."""
+        t = self.decided.get(self.seq)
+        if t is None:
+            t = max(int(self._clock() * 1000), self._last_export_ms + 1)
+            while self.store.exists(price_key(t)) or self.store.exists(deals_key(t)):
+                t += 1
+            self._last_export_ms = t
+            self.decided[self.seq] = t
+            if self._before_upload is not None:
+                self._before_upload(self.seq, str(t))
         return str(t)
+
+    def state(self, with_ticks: bool) -> dict:
+        """What to start again from, as JSON values. The price buffer's ticks only
+        `with_ticks`; otherwise just how many there are (the runner re-reads them)."""
+        state = {
+            "seq": self.seq,
+            "last_export_ms": self._last_export_ms,
+            "decided": {str(seq): t for seq, t in self.decided.items()},
+            "pending": self._pending,
+            "buffered": len(self._ticks),
+        }
+        if with_ticks:
+            state["ticks"] = self._ticks
+        return state
+
+    def restore(self, state: dict, decided: dict[int, int]) -> None:
+        """Continue from `state()` (the price buffer is refilled by the caller, or taken from
+        the state), with the Ts decided since it was taken."""
+        self._pending[:] = [_make_deal(d) for d in state["pending"]]
+        self._ticks[:] = [_make_tick(t) for t in state.get("ticks", ())]
+        self.seq = state["seq"]
+        self.decided = {int(seq): t for seq, t in state["decided"].items()}
+        self.decided.update((seq, t) for seq, t in decided.items() if seq >= self.seq)
+        self._last_export_ms = max([state["last_export_ms"], *self.decided.values()])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -15,6 +18,10 @@ os.environ.pop("AWS_PROFILE", None)
 for name in list(os.environ):
     if name.startswith("ML_DEMO__") or name == "ML_DEMO_CONFIG":
         del os.environ[name]
+# Streamer spools (one per source and store) go to a temporary folder, never the repository's.
+_SPOOLS = tempfile.mkdtemp(prefix="ml-demo-test-spools-")
+atexit.register(shutil.rmtree, _SPOOLS, ignore_errors=True)
+os.environ["ML_DEMO__STREAM__SPOOL"] = os.path.join(_SPOOLS, "{source}-{store}.spool")
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,14 @@
 """`ml-demo stream`: run the streamer (DESIGN §4.5), a thin shell around streamer.run_stream.
 
-It reads the config, builds the source, and streams into the store until `--max-batches`
-complete batches are written, the source ends (replay), or SIGINT/SIGTERM arrives; a
-signal only sets the stop event, so the run ends after the current tick and never leaves
-half a batch. Progress goes to stderr every few seconds, and so does the log of the live
-source (`--source ig`: logins, connection status, gaps, updates set aside). A live feed
-lost for good ends the command with one line and exit code 1; refused credentials with
-one line and exit code 2. Imports neither Dagster nor Spark, so it starts fast.
+It reads the config, builds the source, opens the stream's spool (`stream.spool` in the
+config, or --spool) and streams into the store until `--max-batches` complete batches are
+written, the source ends (replay), or SIGINT/SIGTERM arrives; a signal only sets the stop
+event, so the run ends after the current tick and never leaves half a batch. Whatever is
+pending stays in the spool, and the next run with the same settings continues from there,
+after a clean stop or a crash alike. Progress goes to stderr every few seconds, and so does
+the log of the live source (`--source ig`: logins, connection status, gaps, updates set
+aside). A live feed lost for good ends the command with one line and exit code 1; refused
+credentials with one line and exit code 2. Imports neither Dagster nor Spark, so it starts fast.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import threading
 from contextlib import contextmanager
 
 from ml_demo_dagster.cli.common import UserError, add_store_argument, open_store_from_args
-from ml_demo_dagster.config import load_config
+from ml_demo_dagster.config import REPO_DIR, load_config
 
 PROGRESS_EVERY_S = 5.0
 
@@ -62,7 +64,9 @@ def register(subparsers) -> None:
             "Follow a market (simulated, replayed from price files, or IG live), open one buy "
             "order per tick, and write each batch of resolved deals with its prices to "
             "staging/ in the store. Stops after --max-batches, at the end of a replay, or on "
-            "Ctrl-C/SIGTERM (after the current tick; never half a batch)."
+            "Ctrl-C/SIGTERM (after the current tick; never half a batch). What is not yet in a "
+            "batch is kept in a local spool, so a restart (after a stop or a crash) continues "
+            "the stream: nothing lost, nothing written twice."
         ),
         epilog=(
             "--source ig logs in to IG (ig.base_url: the demo API by default) with IG_IDENTIFIER, "
@@ -78,7 +82,12 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--batch-size", type=_positive_int, metavar="N", help="resolved deals per batch (default: export.batch_size)"
     )
-    parser.add_argument("--seed", type=_seed, metavar="S", help="sim: random seed (default: a fresh one, printed)")
+    parser.add_argument(
+        "--seed",
+        type=_seed,
+        metavar="S",
+        help="sim: random seed (default: the spooled stream's, else a fresh one, printed)",
+    )
     parser.add_argument(
         "--replay-file",
         action="append",
@@ -90,6 +99,18 @@ def register(subparsers) -> None:
         type=_speed,
         metavar="X",
         help="pace ticks at X market seconds per wall second (default: as fast as possible)",
+    )
+    parser.add_argument(
+        "--spool",
+        metavar="PATH",
+        help="the stream's spool file; {source} and {store} are filled in "
+        "(default: stream.spool in the config, one per source and store)",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a new stream: an existing spool is renamed aside (*.discarded-<time>), "
+        "its pending deals are not exported",
     )
     parser.set_defaults(handler=run)
 
@@ -135,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     """Handler of `ml-demo stream`."""
     from streamer.runner import run_stream
     from streamer.sources import SourceError, make_source
+    from streamer.spool import SpoolError, open_spool, spool_path
 
     config = load_config()
     if args.batch_size is not None:
@@ -157,10 +179,18 @@ def run(args: argparse.Namespace) -> int:
         store = open_store_from_args(args, config)
         next(iter(store.list_keys("staging/")), None)  # an unreachable store fails now, not at the first batch
         where = f"{store.url.rstrip('/')}/staging/"
+        try:
+            # A path given here is relative to the working directory; one from the config to the repository.
+            path = spool_path(args.spool or config.stream.spool, source=args.source, store_url=store.url,
+                              base="." if args.spool else REPO_DIR)  # fmt: skip
+            spool = open_spool(path, config, source, store.url, fresh=args.fresh)
+        except (SpoolError, SourceError) as e:
+            raise UserError(str(e)) from None
         limit = f", stopping after {_plural(args.max_batches, 'batch')}" if args.max_batches else ""
         print(
             f"ml-demo stream: {source.describe()} -> {where} "
-            f"(batch size {config.export.batch_size:,}{limit}; Ctrl-C stops cleanly)",
+            f"(batch size {config.export.batch_size:,}{limit}; Ctrl-C stops cleanly)\n"
+            f"ml-demo stream: {spool.describe()}",
             file=sys.stderr,
             flush=True,
         )
@@ -179,19 +209,27 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-        try:
-            stats = run_stream(
-                config, source, store, max_batches=args.max_batches, stop=stop,
-                progress=report, progress_every_s=PROGRESS_EVERY_S,
-            )  # fmt: skip
-        except SourceError as e:  # a live feed lost for good: not the user's doing, exit code 1
-            print(f"ml-demo stream: error: {e}", file=sys.stderr, flush=True)
-            return 1
+        with spool:
+            try:
+                stats = run_stream(
+                    config, source, store, max_batches=args.max_batches, stop=stop,
+                    progress=report, progress_every_s=PROGRESS_EVERY_S, spool=spool,
+                )  # fmt: skip
+            except SpoolError as e:
+                raise UserError(str(e)) from None
+            except SourceError as e:  # a live feed lost for good: not the user's doing, exit code 1
+                print(f"ml-demo stream: error: {e}", file=sys.stderr, flush=True)
+                return 1
     why = "stopped" if stats.stopped else "done"
+    if stats.complete and source.resumable:
+        left = f"stream complete, spool removed ({stats.pending:,} deals short of a batch left unexported)"
+    else:
+        left = f"{stats.pending:,} deals pending in {spool.path}; the next run continues from there"
     print(
         f"ml-demo stream: {why}: {_plural(stats.ticks, 'tick')}, {stats.resolved:,} resolved, "
         f"{_plural(stats.batches_written, 'batch')} written to {where}"
-        + (f" (last: {stats.batch_ids[-1]})" if stats.batch_ids else ""),
+        + (f" (last: {stats.batch_ids[-1]})" if stats.batch_ids else "")
+        + f"; {left}",
         flush=True,
     )
     return 0

@@ -14,9 +14,15 @@ here is computed from per-block totals, so 1,000 resamples of 30,000 rows cost
 milliseconds, not a re-sort per resample; precision at target recall, whose threshold is
 re-chosen on each resample, is the one score that needs the rows (in chunks).
 
-Percentile intervals. With fewer than `min_blocks` blocks the rows hold too little
-independent evidence for any interval to mean much: none is claimed (`low`/`high` None),
-and a decision that needs one does not pass. No Dagster or AWS imports.
+The interval is the score plus or minus Student's t quantile (B - 1 degrees of freedom)
+times the bootstrap standard error, scaled by sqrt(B / (B - 1)). With the few dozen blocks
+a test split holds, plain percentile intervals are too narrow: the bootstrap variance of
+a mean over B blocks is low by (B - 1) / B, and the normal quantile ignores that the
+standard error itself is estimated from B blocks (measured here: on a pure random walk,
+percentile intervals of test ROC AUC held 0.5 in 27 of 30 runs, and a gate built on
+them deployed 3 models out of 30 decisions). With fewer than `min_blocks` blocks the rows
+hold too little independent evidence for any interval to mean much: none is claimed
+(`low`/`high` None), and a decision that needs one does not pass. No Dagster or AWS imports.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import stdtrit  # Student's t quantile (scipy comes with scikit-learn)
 
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_SAMPLES = 1000
@@ -231,14 +238,16 @@ class BlockBootstrap:
     # ---------------------------------------------------------- intervals
 
     def interval(self, value: float, replicates: np.ndarray) -> Interval:
-        """The percentile interval of a score from its replicates."""
+        """The interval of a score: value +- t quantile x bootstrap standard error (see the module doc)."""
         reps = np.asarray(replicates, dtype=np.float64)
         reps = reps[np.isfinite(reps)]
         low = high = None
         # A resample can lose every positive (no AUC, no precision); when many do, say nothing.
         if self.enough and math.isfinite(value) and reps.size >= 0.9 * self.counts.shape[0]:
-            tail = (1 - self.confidence) / 2 * 100
-            low, high = (float(x) for x in np.percentile(reps, [tail, 100 - tail]))
+            b = self.n_blocks
+            se = float(np.std(reps, ddof=1)) * math.sqrt(b / (b - 1))
+            half = float(stdtrit(b - 1, 1 - (1 - self.confidence) / 2)) * se
+            low, high = value - half, value + half
         return Interval(
             value=value if math.isfinite(value) else None,
             low=low,

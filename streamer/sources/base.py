@@ -5,15 +5,24 @@ to (DESIGN §2) in the order of a staging price row (staging.PRICE_COLUMNS), so 
 a price row and the exporter writes it as it is. Sources differ only in where ticks come
 from (simulated, replayed from price files, or IG live in a later issue); pacing in market
 time (`speed`) and stopping are shared here. No Dagster or AWS imports.
+
+Resuming after a crash (streamer/spool.py): a source that can hand out its ticks again,
+the same ones in the same order, sets `resumable = True` and says in `identity()` what
+makes its stream the one it is (replay: the files' contents; sim: seed and start time); the
+streamer then restarts it after the ticks it had already handled (`resume`), and spools
+nothing per tick. A live feed cannot do that: it leaves `resumable` False, the streamer
+writes each of its ticks to the spool as it arrives, and after a restart the feed simply
+continues live (the ticks missed while the streamer was down are a gap).
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 
 class Tick(NamedTuple):
@@ -65,20 +74,56 @@ class MarketSource(ABC):
     """An iterable of ticks in non-decreasing time order, optionally paced, that can be closed."""
 
     name: str = "source"
+    #: True when the source can hand out its ticks again from any position, the same ticks in
+    #: the same order (see the module docstring). A live feed leaves this False.
+    resumable: ClassVar[bool] = False
 
     def __init__(self, *, speed: float | None = None, stop: threading.Event | None = None):
         if speed is not None and not speed > 0:
             raise SourceError(f"--speed must be > 0 (got {speed})")
         self.speed = speed
         self._stop = stop if stop is not None else threading.Event()
+        self._start = 0  # ticks to skip (resume)
+        self._unpaced = 0  # of the ticks after those, how many to hand out without pacing
 
     @abstractmethod
     def _ticks(self) -> Iterator[Tick]:
         """The source's ticks, as fast as they can be made."""
 
-    def __iter__(self) -> Iterator[Tick]:
+    def _ticks_from(self, start: int) -> Iterator[Tick]:
+        """The ticks after the first `start` ones. This default makes and drops those; a
+        source that can seek (replay) overrides it."""
         ticks = self._ticks()
-        return paced(ticks, self.speed, self._stop) if self.speed else ticks
+        next(itertools.islice(ticks, start, start), None)  # advance `start` ticks in C
+        return ticks
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this source's stream the one it is: a spool written for a different
+        identity is not resumed with this source (JSON values; `source` is the name)."""
+        return {"source": self.name}
+
+    def adopt(self, identity: dict[str, Any]) -> None:
+        """Take over, from the identity of the stream being resumed, choices the user left
+        open (sim: its seed and start time). The default has none."""
+        return
+
+    def resume(self, start: int, unpaced: int = 0) -> None:
+        """Make the next iteration start after the first `start` ticks, the first `unpaced`
+        of those that follow handed out at once (the streamer re-reads them to rebuild its
+        price buffer), the rest paced as usual. Only for a resumable source."""
+        if not self.resumable:
+            raise SourceError(f"source {self.name!r} cannot resume: its ticks cannot be handed out again")
+        if start < 0 or unpaced < 0:
+            raise ValueError(f"start and unpaced must be >= 0 (got {start}, {unpaced})")
+        self._start, self._unpaced = start, unpaced
+
+    def __iter__(self) -> Iterator[Tick]:
+        ticks = self._ticks_from(self._start) if self._start else self._ticks()
+        if not self.speed:
+            return ticks
+        if self._unpaced:
+            return itertools.chain(itertools.islice(ticks, self._unpaced), paced(ticks, self.speed, self._stop))
+        return paced(ticks, self.speed, self._stop)
 
     def close(self) -> None:
         """Stop the stream: a paced wait ends at once and no further tick is yielded."""

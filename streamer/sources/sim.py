@@ -21,7 +21,9 @@ Two regimes, one setting apart:
 
 The same seed and start time give the same ticks, tick for tick; with momentum 0 they are
 exactly the random walk of earlier releases (the drift has its own random stream).
-Random numbers are drawn in fixed-size numpy blocks (fast, and still deterministic).
+Random numbers are drawn in fixed-size numpy blocks (fast, and still deterministic). So the
+source can resume after a crash (base.MarketSource.resume: the ticks before are made again
+and dropped), and a run without --seed resuming a spooled stream takes that stream's seed.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class SimSource(MarketSource):
     """Endless synthetic ticks; deterministic for a given (seed, start_ms)."""
 
     name = "sim"
+    resumable = True
 
     def __init__(
         self,
@@ -60,6 +63,8 @@ class SimSource(MarketSource):
         # An unseeded run still has a seed, reported so that the run can be repeated.
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         self.start_ms = int(start_ms) if start_ms is not None else int(time.time()) * 1000
+        self._chosen = {"seed": seed is not None, "start_ms": start_ms is not None}
+        self._settings = {"sim": config.sim.model_dump(), "spread": config.market.spread}
         self.start_price = config.sim.start_price
         self.mean_gap_ms = config.sim.tick_interval_seconds * 1000.0
         self.volatility = config.sim.volatility
@@ -68,6 +73,14 @@ class SimSource(MarketSource):
         self.spread = config.market.spread
         if self.start_price - self.spread / 2 <= 0:
             raise SourceError(f"sim.start_price ({self.start_price}) must exceed half the spread ({self.spread / 2})")
+
+    def identity(self) -> dict:
+        return {"source": self.name, "seed": self.seed, "start_ms": self.start_ms, **self._settings}
+
+    def adopt(self, identity: dict) -> None:
+        for key in ("seed", "start_ms"):
+            if not self._chosen[key] and isinstance(identity.get(key), int):
+                setattr(self, key, identity[key])
 
     def describe(self) -> str:
         regime = f"momentum {self.momentum:g}" if self.momentum else "random walk"

@@ -100,10 +100,10 @@ def test_invocations_score_csv_rows_like_linear_learner(served):
         (b"1,2,3,4,5\n1,2,abc,4,5\n", "text/csv", 400, "row 2, value 3: 'abc' is not a number"),
         (b"1,2,nan,4,5\n", "text/csv", 400, "row 1, value 3: 'nan' is not a finite number"),
         (b"1,2,3,4,5\n\n1,2,3,4,5\n", "text/csv", 400, "row 2 is empty"),
-        (b"", "text/csv", 400, "no rows"),
+        (b"", "text/csv", 400, "empty body"),
         (b"\xff\xfe", "text/csv", 400, "not UTF-8"),
-        (b"1,2,3,4,5\n", "application/x-recordio-protobuf", 415, "unsupported content type"),
-        (b"1,2,3,4,5\n", None, 415, "unsupported content type 'none'"),
+        (b"1,2,3,4,5\n", "application/x-recordio-protobuf", 400, "unsupported content type"),
+        (b"1,2,3,4,5\n", None, 400, "unsupported content type 'none'"),
         (b'{"instances": [{"features": [1, 2]}]}', "application/json", 400, "instance 1 has 2 values; expected 5"),
         (b'{"instances": [[1, 2, 3, 4, "x"]]}', "application/json", 400, "instance 1, value 5: 'x'"),
         (b"{oops", "application/json", 400, "not valid JSON"),
@@ -118,10 +118,12 @@ def test_bad_input_gets_a_clear_message(served, body, content_type, status, mess
     assert message in doc["error"]
 
 
-def test_unknown_paths_are_404(served):
+def test_unknown_paths_are_404_and_wrong_methods_405(served):
     server, _ = served
     assert request(server, "GET", "/nope")[0] == 404
-    assert request(server, "POST", "/ping", b"x")[0] == 404
+    assert request(server, "POST", "/nope", b"x")[0] == 404
+    assert request(server, "POST", "/ping", b"x")[0] == 405
+    assert request(server, "GET", "/invocations")[0] == 405
 
 
 def test_a_new_champion_is_served_without_a_restart(served):

@@ -198,3 +198,42 @@ def test_stream_starts_without_dagster_or_spark(tmp_path):
     result = subprocess.run([CLI[0], "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "heavy: []" in result.stdout
+
+
+def test_a_spool_of_another_stream_is_one_clear_line_and_fresh_sets_it_aside(tmp_path):
+    store, spool = tmp_path / "store", tmp_path / "my.spool"
+    args = ("stream", "--max-batches", "1", "--batch-size", "50", "--store", str(store), "--spool", str(spool))
+    assert run_cli(*args, "--seed", "1").returncode == 0
+    refused = run_cli(*args, "--seed", "2")
+    assert refused.returncode == 2
+    line = one_error_line(refused)
+    assert f"spool {spool} belongs to another stream: source.seed is 1 there, 2 here" in line and "--fresh" in line
+    fresh = run_cli(*args, "--seed", "2", "--fresh")
+    assert fresh.returncode == 0, fresh.stderr
+    assert "(new stream)" in fresh.stderr and len(list(tmp_path.glob("my.spool.discarded-*"))) == 1
+
+
+def test_a_run_without_a_seed_continues_the_spooled_sim_stream(tmp_path):
+    from ml_demo_dagster.config import default_config
+    from ml_demo_dagster.core.store import LocalStore
+    from streamer.runner import run_stream
+    from streamer.sources.sim import SimSource
+    from streamer.spool import read_records
+
+    store, spool = tmp_path / "store", tmp_path / "sim.spool"
+    args = ("stream", "--max-batches", "1", "--batch-size", "100", "--store", str(store), "--spool", str(spool))
+    first = run_cli(*args, "--seed", "5")
+    assert first.returncode == 0, first.stderr
+    assert "1 batch written" in first.stdout and f"deals pending in {spool}" in first.stdout
+    second = run_cli(*args)  # no --seed: the spooled stream's seed and start time are taken
+    assert second.returncode == 0, second.stderr
+    assert "sim (seed 5," in second.stderr and "resuming:" in second.stderr
+    # The two runs wrote what one run of that stream writes in two batches.
+    identity = read_records(spool)[0][0]["identity"]
+    config = default_config()
+    config = config.model_copy(update={"export": config.export.model_copy(update={"batch_size": 100})})
+    reference = LocalStore(tmp_path / "reference")
+    run_stream(config, SimSource(config, seed=5, start_ms=identity["source.start_ms"]), reference, max_batches=2)
+    got = [read_batch(f)[0] for _, f in sorted(batches_in(store / "staging").items())]
+    want = [read_batch(f)[0] for _, f in sorted(batches_in(tmp_path / "reference" / "staging").items())]
+    assert got == want and len(got) == 2
