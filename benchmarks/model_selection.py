@@ -1,20 +1,24 @@
 """Which tuning objective chooses models that generalise: a comparison by experiment (issue 7).
 
-For each objective (linear-learner's `validation:objective_loss`, `validation:roc_auc_score`,
-`validation:precision` = precision at the model's validation-set threshold for the target
-recall), the retraining loop runs as the pipeline does (tests/training/simulated_market.py:
-sim batches, the feature kernel, window, tuner from [tuning], scores with intervals, gate):
+Two parts, both on simulated markets through the pipeline's own code
+(tests/training/simulated_market.py: sim batches, the feature kernel, the window, the tuner
+from [tuning], scores with intervals, the gate):
 
-- planted signal (the default market, sim.momentum from the config): the model serving
-  after the last batch is scored on fresh markets from other seeds (pooled), against a
-  plain ridge regression fitted on that model's own training split (closed form,
-  standardised features, penalty chosen on validation squared error);
-- pure random walk (momentum 0): how often the gate deploys, and how often the test-AUC
-  interval holds 0.5.
+- `objectives` (paired): per seed, one dataset (the window after `--batches` batches of the
+  default market, with trends), tuned once with each objective (linear-learner's
+  `validation:objective_loss`, `validation:roc_auc_score`, `validation:precision` =
+  precision at the model's validation-set threshold for the target recall). Each chosen
+  model, and a plain ridge regression fitted on the same training split (closed form,
+  standardised features, penalty chosen on validation squared error), is scored on fresh
+  markets from other seeds (3 batches, pooled). Same data for every objective, so the
+  differences between objectives are paired.
+- `loop`: the whole retraining loop with the configured objective: on the trending market,
+  the model serving after the last batch against ridge; on a pure random walk (momentum 0),
+  how often the gate deploys and how often the test-AUC interval holds 0.5.
 
-Usage: .venv/bin/python benchmarks/model_selection.py [--seeds 6] [--walk-seeds 10]
-       [--batches 3] [--objectives objective_loss,roc_auc_score,precision] [--json FILE]
-Prints a markdown table for BENCHMARKS.md. Slow: minutes per objective.
+Usage: .venv/bin/python benchmarks/model_selection.py [objectives|loop|both] [--seeds 12]
+       [--walk-seeds 10] [--batches 3] [--json FILE]
+Prints markdown tables for BENCHMARKS.md. Slow: tens of minutes.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from simulated_market import feature_tables, fresh_market, retrain, ridge_refere
 
 from benchmarks.machine import describe_machine  # noqa: E402
 from ml_demo_dagster.config import default_config  # noqa: E402
+from ml_demo_dagster.core.dataset import assemble_dataset  # noqa: E402
 from ml_demo_dagster.core.metrics import roc_auc  # noqa: E402
+from ml_demo_dagster.core.tuner import tune  # noqa: E402
 
 OBJECTIVES = {
     "objective_loss": ("validation:objective_loss", "Minimize"),
@@ -75,53 +81,77 @@ def random_walk(config, seeds: list[int], batches: int) -> list[dict]:
     return rows
 
 
-def summarise(name: str, p: list[dict], w: list[dict]) -> dict:
+def objectives(config, seeds: list[int], batches: int) -> tuple[list[dict], list[str]]:
+    rows = []
+    for seed in seeds:
+        ds = assemble_dataset(feature_tables(config, seed, batches)[-config.training.window_batches :])
+        X, y = fresh_market(config, [20_000 + 10 * seed + k for k in range(3)])
+        row = {"seed": seed, "ridge": roc_auc(y, ridge_reference(ds)(X))}
+        for name, (metric, kind) in OBJECTIVES.items():
+            section = config.tuning.model_copy(update={"objective_metric": metric, "objective_type": kind})
+            result = tune(ds, section, config.static_hyperparameters(), seed=seed)
+            row[name] = roc_auc(y, result.model.scores(X))
+        rows.append(row)
+        print("  objectives", json.dumps(row), flush=True)
+    names = list(OBJECTIVES)
+    table = [
+        "| objective | fresh AUC (mean) | minus ridge: mean | sd | worst | vs validation:precision |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        gap = np.array([r[name] - r["ridge"] for r in rows])
+        paired = np.array([r[name] - r["precision"] for r in rows])
+        table.append(
+            f"| validation:{name} | {np.mean([r[name] for r in rows]):.3f} | {gap.mean():+.3f} | {gap.std(ddof=1):.3f} "
+            f"| {gap.min():+.3f} | {paired.mean():+.3f} ± {paired.std(ddof=1) / np.sqrt(len(paired)):.3f} |"
+        )
+    table.append(f"| ridge reference | {np.mean([r['ridge'] for r in rows]):.3f} | | | | |")
+    return rows, table
+
+
+def loop(config, seeds: list[int], walk_seeds: list[int], batches: int) -> tuple[dict, list[str]]:
+    p, w = planted(config, seeds, batches), random_walk(config, walk_seeds, batches)
     scored = [r for r in p if "model_auc" in r]
-    gaps = [r["model_auc"] - r["ridge_auc"] for r in scored]
+    gaps = np.array([r["model_auc"] - r["ridge_auc"] for r in scored])
     claimed = [r for r in w if r["claimed"]]
-    return {
-        "objective": name,
-        "deployed": f"{len(scored)}/{len(p)}",
-        "model_auc": float(np.mean([r["model_auc"] for r in scored])) if scored else None,
-        "ridge_auc": float(np.mean([r["ridge_auc"] for r in scored])) if scored else None,
-        "mean_gap": float(np.mean(gaps)) if gaps else None,
-        "worst_gap": float(np.min(gaps)) if gaps else None,
-        "optimism": float(np.mean([r["validation_roc_auc"] - r["model_auc"] for r in scored])) if scored else None,
-        "walk_deploy_rate": sum(r["deploy"] for r in w) / len(w) if w else None,
-        "walk_coverage": sum(r["holds_half"] for r in claimed) / len(claimed) if claimed else None,
-        "walk_claimed": f"{len(claimed)}/{len(w)}",
-    }
+    table = [
+        "| market | result |", "|---|---|",
+        f"| trends: a model deployed | {len(scored)} of {len(p)} seeds |",
+        f"| trends: fresh AUC of the serving model, mean (worst) | {np.mean([r['model_auc'] for r in scored]):.3f} "
+        f"({min(r['model_auc'] for r in scored):.3f}) |",
+        f"| trends: minus ridge, mean (worst) | {gaps.mean():+.3f} ({gaps.min():+.3f}) |",
+        f"| random walk: gate deploys | {sum(r['deploy'] for r in w)} of {len(w)} decisions |",
+        f"| random walk: test-AUC interval holds 0.5 | {sum(r['holds_half'] for r in claimed)} of {len(claimed)} "
+        f"intervals claimed ({len(w)} runs) |",
+    ]  # fmt: skip
+    return {"planted": p, "walk": w}, table
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("part", nargs="?", choices=["objectives", "loop", "both"], default="both")
+    parser.add_argument("--seeds", type=int, default=12)
     parser.add_argument("--walk-seeds", type=int, default=10)
     parser.add_argument("--batches", type=int, default=3)
-    parser.add_argument("--objectives", default=",".join(OBJECTIVES))
     parser.add_argument("--json", help="also write the raw rows here")
     args = parser.parse_args()
-    base = default_config()
+    config = default_config()
     started, load = time.time(), os.getloadavg()[0]
-    results, raw = [], {}
-    for name in args.objectives.split(","):
-        metric, kind = OBJECTIVES[name]
-        config = with_settings(base, tuning={"objective_metric": metric, "objective_type": kind})
-        print(f"{name}:", flush=True)
-        p = planted(config, list(range(1, args.seeds + 1)), args.batches)
-        w = random_walk(config, list(range(1, args.walk_seeds + 1)), args.batches)
-        raw[name] = {"planted": p, "walk": w}
-        results.append(summarise(name, p, w))
+    raw, tables = {}, []
+    if args.part in ("objectives", "both"):
+        raw["objectives"], table = objectives(config, list(range(1, args.seeds + 1)), args.batches)
+        tables.append(("Tuning objectives, paired on the same data", table))
+    if args.part in ("loop", "both"):
+        seeds = list(range(1, args.seeds + 1))
+        raw["loop"], table = loop(config, seeds, list(range(1, args.walk_seeds + 1)), args.batches)
+        tables.append((f"The retraining loop with {config.tuning.objective_metric}", table))
     if args.json:
         Path(args.json).write_text(json.dumps(raw, indent=1, default=str))
     print(f"\n{describe_machine()}; load average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end; "
-          f"{time.time() - started:.0f} s; sim momentum {base.sim.momentum}, volatility {base.sim.volatility}, "
-          f"{args.batches} batches of {base.export.batch_size} deals, tuning {base.tuning.max_jobs} jobs\n")  # fmt: skip
-    header = ["objective", "deployed", "model_auc", "ridge_auc", "mean_gap", "worst_gap", "optimism",
-              "walk_deploy_rate", "walk_coverage", "walk_claimed"]  # fmt: skip
-    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-    for r in results:
-        print("| " + " | ".join(f"{r[h]:.3f}" if isinstance(r[h], float) else str(r[h]) for h in header) + " |")
+          f"{time.time() - started:.0f} s; sim momentum {config.sim.momentum}, volatility {config.sim.volatility}, "
+          f"{args.batches} batches of {config.export.batch_size} deals, tuning {config.tuning.max_jobs} jobs")  # fmt: skip
+    for title, table in tables:
+        print(f"\n{title}:\n\n" + "\n".join(table))
     return 0
 
 

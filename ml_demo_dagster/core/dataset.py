@@ -118,10 +118,28 @@ def _split_sizes(n: int, split: Sequence[float]) -> tuple[int, int]:
     return n_train, n_val
 
 
+def _segments(n: int, split: Sequence[float], validation_chunks: int) -> list[tuple[str, int, int]]:
+    """(split, first row, end row) of each contiguous segment, in time order: the validation
+    rows in `validation_chunks` pieces spread evenly over the rows before the test split, each
+    after its share of the training rows (1 chunk: train, then validation), then the test split."""
+    if validation_chunks < 1:
+        raise ValueError(f"validation_chunks must be at least 1, got {validation_chunks}")
+    n_train, n_val = _split_sizes(n, split)
+    fit = n_train + n_val
+    segments = []
+    for k in range(validation_chunks):
+        lo, hi = fit * k // validation_chunks, fit * (k + 1) // validation_chunks
+        val_lo = hi - (n_val * (k + 1) // validation_chunks - n_val * k // validation_chunks)
+        segments += [("train", lo, val_lo), ("validation", val_lo, hi)]
+    segments.append(("test", fit, n))
+    return [seg for seg in segments if seg[2] > seg[1]]
+
+
 def assemble_dataset(
-    tables: Sequence[pa.Table] | pa.Table, split: Sequence[float] = (0.6, 0.2, 0.2)
+    tables: Sequence[pa.Table] | pa.Table, split: Sequence[float] = (0.6, 0.2, 0.2), validation_chunks: int = 1
 ) -> TrainingDataset:
-    """Concatenate the window, sort by time, split by row fractions with a purge gap between splits."""
+    """Concatenate the window, sort by time, split by row fractions with a purge gap between
+    segments; the validation rows in `validation_chunks` pieces spread over the training time."""
     if isinstance(tables, pa.Table):
         tables = [tables]
     if not tables:
@@ -151,24 +169,24 @@ def assemble_dataset(
     X, timestamp, y, duration, known, batch = (a[order] for a in (X, timestamp, y, duration, known, batch))
     gap = int(duration.max())
 
-    n_train, n_val = _split_sizes(n, split)
-    bounds = {"train": (0, n_train), "validation": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
-    purged = {"validation": 0, "test": 0}
-    kept: dict[str, np.ndarray] = {"train": np.arange(0, n_train)}
-    previous = "train"
-    for name in ("validation", "test"):
-        start, end = bounds[name]
-        prev_idx = kept[previous]
-        if len(prev_idx) == 0:
-            raise ValueError(_empty_message(previous, n, gap, split, purged))
-        cutoff = int(timestamp[prev_idx[-1]]) + gap
-        # Rows are sorted, so the rows to purge are a prefix of the split.
-        first_kept = start + int(np.searchsorted(timestamp[start:end], cutoff, side="left"))
-        purged[name] = first_kept - start
-        kept[name] = np.arange(first_kept, end)
-        previous = name
+    purged = {name: 0 for name in SPLITS}
+    kept: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
+    previous_end: int | None = None  # opening time of the last row kept in the segment before
+    for name, start, end in _segments(n, split, validation_chunks):
+        first_kept = start
+        if previous_end is not None:
+            # Rows are sorted, so the rows to purge are a prefix of the segment.
+            cutoff = previous_end + gap
+            first_kept = start + int(np.searchsorted(timestamp[start:end], cutoff, side="left"))
+        purged[name] += first_kept - start
+        if first_kept < end:
+            kept[name].append(np.arange(first_kept, end))
+            previous_end = int(timestamp[end - 1])
+        elif previous_end is None:
+            raise ValueError(_empty_message(name, n, gap, split, purged))
+    indices = {name: np.concatenate(parts) if parts else np.zeros(0, np.int64) for name, parts in kept.items()}
     for name in SPLITS:
-        if len(kept[name]) == 0:
+        if len(indices[name]) == 0:
             raise ValueError(_empty_message(name, n, gap, split, purged))
 
     def take(idx: np.ndarray) -> Split:
@@ -179,9 +197,9 @@ def assemble_dataset(
         for b in t.column("batch").unique().to_pylist():
             seen.setdefault(str(b), None)
     return TrainingDataset(
-        train=take(kept["train"]),
-        validation=take(kept["validation"]),
-        test=take(kept["test"]),
+        train=take(indices["train"]),
+        validation=take(indices["validation"]),
+        test=take(indices["test"]),
         gap_ms=gap,
         purged=purged,
         batches=list(seen),

@@ -469,14 +469,17 @@ def _train(
     for epoch in range(1, hp["epochs"] + 1):
         epochs_run = epoch
         order = rng.permutation(n)
+        # One gather per epoch into a contiguous copy: each mini-batch is then a slice (a view),
+        # not a scattered gather of rows (measured: the per-step gather was most of a step).
+        Xe, ye, swe = Xn[order], y[order], sample_weight[order]
         epoch_loss = 0.0
         for start in range(0, n, batch):
-            idx = order[start : start + batch]
-            xb, yb, sw = Xn[idx], y[idx], sample_weight[idx]
-            z = xb @ w.astype(np.float32) + np.float32(b)
-            p = _sigmoid(z.astype(np.float64))
-            epoch_loss += _log_loss(yb, z.astype(np.float64), sw) * len(idx)
-            r = (sw * (p - yb)).astype(np.float32) / np.float32(len(idx))
+            xb, yb, sw = Xe[start : start + batch], ye[start : start + batch], swe[start : start + batch]
+            z = (xb @ w.astype(np.float32) + np.float32(b)).astype(np.float64)
+            p = _sigmoid(z)
+            if not use_val:  # the training loss is the criterion only without a validation channel
+                epoch_loss += _log_loss(yb, z, sw) * len(yb)
+            r = (sw * (p - yb)).astype(np.float32) / np.float32(len(yb))
             g_w = (xb.T @ r).astype(np.float64) + wd * w
             g_b = float(r.sum(dtype=np.float64)) + bias_wd * b
             step += 1

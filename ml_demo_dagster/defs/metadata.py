@@ -54,7 +54,12 @@ def interval(name: str, iv: Interval) -> dict[str, Any]:
 
 
 def interval_values(name: str, v: float | None, low: float | None, high: float | None) -> dict[str, Any]:
-    return {name: value(v), f"{name}_ci_low": value(low), f"{name}_ci_high": value(high)}
+    return {name: value(_round(v)), f"{name}_ci_low": value(_round(low)), f"{name}_ci_high": value(_round(high))}
+
+
+def _round(v: float | None, digits: int = 4) -> float | None:
+    """Scores are shown to 4 decimals: their intervals are wider than that by far."""
+    return None if v is None else round(float(v), digits)
 
 
 _TYPES = {float: "float", int: "int", str: "string", bool: "bool"}
@@ -76,7 +81,7 @@ def _cell(v: Any, kind: type) -> Any:
         return None
     if kind is float:
         v = float(v)
-        return v if math.isfinite(v) else None
+        return _round(v) if math.isfinite(v) else None
     return kind(v)
 
 

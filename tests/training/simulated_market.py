@@ -118,9 +118,10 @@ def ridge_reference(ds: TrainingDataset, lambdas: np.ndarray = RIDGE_PENALTIES):
     Z = (ds.train.X - mean) / scale
     Zv = (ds.validation.X - mean) / scale
     centre = ds.train.y.mean()
-    U, S, Vt = np.linalg.svd(Z, full_matrices=False)
-    Uty = U.T @ (ds.train.y - centre)
-    weights = [Vt.T @ (S / (S**2 + lam) * Uty) for lam in lambdas]
+    # Closed form through the eigenvectors of the Gram matrix: one decomposition for every penalty.
+    eigenvalues, V = np.linalg.eigh(Z.T @ Z)
+    Vty = V.T @ (Z.T @ (ds.train.y - centre))
+    weights = [V @ (Vty / (eigenvalues + lam)) for lam in lambdas]
     errors = [float(np.mean((ds.validation.y - centre - Zv @ w) ** 2)) for w in weights]
     w = weights[int(np.argmin(errors))]
     return lambda X: ((X - mean) / scale) @ w

@@ -64,7 +64,7 @@ def test_equal_timestamps_keep_their_order_and_rows_are_never_dropped_without_a_
     X = np.arange(10, dtype=np.float32)[:, None]
     t = feature_table("b", ts, np.arange(10) % 2, np.zeros(10), X)
     ds = assemble_dataset([t], split=(0.6, 0.2, 0.2))
-    assert ds.gap_ms == 0 and ds.purged == {"validation": 0, "test": 0}
+    assert ds.gap_ms == 0 and ds.purged == {"train": 0, "validation": 0, "test": 0}
     got = np.concatenate([s.X[:, 0] for s in ds.splits().values()])
     assert got.tolist() == [3, 4, 0, 1, 2, 5, 6, 7, 8, 9]  # stable sort by time
 
