@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 
 from ml_demo_dagster.cli.common import UserError
@@ -34,6 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def _check_address(host: str, port: int) -> None:
+    """One line if the address cannot be bound (the HTTP server would print several and exit)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -45,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")  # fmt: skip
     if not args.verbose:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    _check_address(args.host, args.port)
     from ml_demo_dagster.sandbox.server import Sandbox  # imported late: `ml-demo --help` stays fast
 
     try:

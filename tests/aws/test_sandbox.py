@@ -361,3 +361,12 @@ def test_cli_prints_the_endpoint_first_and_stops_cleanly_on_sigterm(tmp_path):
     assert code == 0
     assert "stopped" in started.log.read_text()
     assert signal.SIGTERM  # stopped by SIGTERM, exit code 0
+
+
+def test_cli_says_in_one_line_that_the_port_is_taken(sandbox, capsys):
+    from ml_demo_dagster.cli import main
+
+    port = sandbox.url.rsplit(":", 1)[1]
+    assert main(["sandbox", "--port", port]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"ml-demo sandbox: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
