@@ -38,6 +38,7 @@ SUMMARY_FIELDS = {
     ("raw_deals", "rows"): "deals",
     ("batch_features", "rows"): "feature_rows",
     ("batch_features", "feature_dim"): "features",
+    ("batch_features", "glue_job_run_id"): "glue_job_run",
     ("training_dataset", "rows_train"): "train_rows",
     ("training_dataset", "rows_validation"): "validation_rows",
     ("training_dataset", "rows_test"): "test_rows",
@@ -52,6 +53,7 @@ SUMMARY_FIELDS = {
     ("tuned_model", "test_recall"): "test_recall",
     ("tuned_model", "test_roc_auc"): "test_roc_auc",
     ("tuned_model", "test_base_rate"): "test_base_rate",
+    ("tuned_model", "artifact"): "model_artifact",
     ("live_precision", "live_precision"): "live_precision",
     ("live_precision", "live_roc_auc"): "live_roc_auc",
     ("live_precision", "serving_version"): "live_serving_version",
@@ -62,6 +64,7 @@ SUMMARY_FIELDS = {
     ("deployed_model", "champion_score"): "champion_score",
     ("deployed_model", "difference"): "gate_difference",
     ("deployed_model", "serving_version"): "serving_version",
+    ("deployed_model", "endpoint"): "endpoint",
 }
 # Scores whose metadata carries an interval (`<key>_ci_low`, `<key>_ci_high`): the summary
 # shows it beside the value as `<field>_ci95: [low, high]` (null where none is claimed).

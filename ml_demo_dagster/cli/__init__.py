@@ -20,6 +20,7 @@ COMMANDS = {
     "demo": "ml_demo_dagster.cli.pipeline",
     "serve": "ml_demo_dagster.cli.serve",
     "up": "ml_demo_dagster.cli.up",
+    "sandbox": "ml_demo_dagster.cli.sandbox",
 }
 
 

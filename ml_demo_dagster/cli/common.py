@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ml_demo_dagster.aws.errors import AwsSetupError
 from ml_demo_dagster.config import ConfigError, ProjectConfig, default_config
 from ml_demo_dagster.core.staging import StagingFormatError
 from ml_demo_dagster.core.store import ObjectStore, StoreError, open_store
@@ -15,8 +16,8 @@ class UserError(RuntimeError):
     """Something the user asked for cannot be done; the message says why, in one line."""
 
 
-# Errors shown as one line (never a traceback): bad input, bad config, unreachable store.
-USER_ERRORS = (UserError, ConfigError, StoreError, StagingFormatError, FileNotFoundError)
+# Errors shown as one line (never a traceback): bad input, bad config, unreachable store, aws setup.
+USER_ERRORS = (UserError, ConfigError, StoreError, StagingFormatError, FileNotFoundError, AwsSetupError)
 
 
 def add_store_argument(parser: argparse.ArgumentParser) -> None:

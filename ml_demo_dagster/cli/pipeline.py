@@ -69,6 +69,10 @@ def _run(args: argparse.Namespace, config) -> int:
     from ml_demo_dagster.headless import run_pipeline
 
     store_url = args.store or config.store_url
+    if (args.target or config.project.target) == "aws":
+        from ml_demo_dagster.aws.preflight import check
+
+        check(config, store_url)  # one line for a setup mistake, before any run starts
     try:
         summary = run_pipeline(
             config,

@@ -10,6 +10,9 @@ A clean stop interrupts nothing: the streamer keeps what is pending in its spool
 Dagster stops launching runs but lets a run in progress finish (its code server shuts down
 once it has), so no run is cut short halfway; runs still queued start at the next `up`. A second
 Ctrl-C stops at once: a run cut short then is started again at the next `up` (run retries).
+
+With project.target = "aws" (e.g. against `ml-demo sandbox`), the store is S3 and the model
+is served by the SageMaker endpoint, so no local endpoint is started.
 """
 
 from __future__ import annotations
@@ -140,9 +143,12 @@ def _stop(procs: dict[str, subprocess.Popen], again: threading.Event, grace: flo
 
 def up_command(args: argparse.Namespace) -> int:
     config = default_config()
-    if config.project.target != "local":
-        raise UserError('`ml-demo up` runs the local target; set project.target = "local"')
+    aws = config.project.target == "aws"
     store = open_store(args.store or config.store_url).url  # absolute: the children run in the repository
+    if aws:
+        from ml_demo_dagster.aws.preflight import check
+
+        check(config, store)  # one line for a setup mistake, before anything starts
     spool_arg = os.path.abspath(args.spool) if args.spool else None  # the children run in the repository
     env = dict(os.environ, DAGSTER_HOME=str(dagster_home()), ML_DEMO__STORE__URL=store,
                SPARK_LOCAL_IP="127.0.0.1", PYTHONUNBUFFERED="1")  # fmt: skip
@@ -164,6 +170,10 @@ def up_command(args: argparse.Namespace) -> int:
     def on_signal(*_: object) -> None:
         (again if stop.is_set() else stop).set()
 
+    serving = f"http://{config.serving.host}:{config.serving.port}/invocations  (GET /ping)"
+    if aws:
+        del commands["endpoint"]  # the SageMaker endpoint serves
+        serving = f"SageMaker endpoint {config.endpoint_name}  (invoke_endpoint; made by the first deployment)"
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     procs = {
@@ -174,7 +184,7 @@ def up_command(args: argparse.Namespace) -> int:
     print(
         f"ml-demo is up:\n"
         f"  Dagster UI      http://127.0.0.1:{args.port}  (sensor staging_sensor retrains on each batch)\n"
-        f"  endpoint        http://{config.serving.host}:{config.serving.port}/invocations  (GET /ping)\n"
+        f"  endpoint        {serving}\n"
         f"  batches land in {store}/staging/\n"
         f"  streamer spool  {spool}  (the next start continues this stream)\n"
         f"  DAGSTER_HOME    {env['DAGSTER_HOME']}\n"
@@ -199,7 +209,7 @@ def up_command(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="run everything locally: Dagster UI + sensor, endpoint, simulated streamer",
                        description=__doc__)  # fmt: skip
-    p.add_argument("--store", metavar="DIR", help="local store folder (default: store.url in the config)")
+    p.add_argument("--store", metavar="DIR_OR_S3URL", help="the store (default: store.url in the config)")
     p.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
     p.add_argument(
         "--speed",

@@ -12,6 +12,7 @@ import os
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -47,12 +48,24 @@ class StoreResource(dg.ConfigurableResource):
         return _store(self.url, self.region)
 
 
+@dataclass
+class FeatureJobRun:
+    """What a feature job run reports: its counts (deals, rows, dropped ...) and where it ran
+    (metadata for the materialization, e.g. the Glue run id and its console link)."""
+
+    counts: dict[str, int]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
 class FeatureJobResource(dg.ConfigurableResource, ABC):
     """Runs the glue/ Spark feature job on one batch; output: parquet under `out_prefix`."""
 
     @abstractmethod
-    def run(self, store: ObjectStore, batch_id: str, out_prefix: str, history_seconds: int) -> dict[str, Any]:
-        """Build the batch's features; returns the job's counts (deals, rows, dropped ...)."""
+    def run(
+        self, context: dg.AssetExecutionContext, store: ObjectStore, batch_id: str, out_prefix: str,
+        history_seconds: int,
+    ) -> FeatureJobRun:  # fmt: skip
+        """Build the batch's features (logging to `context`); the job's counts and where it ran."""
 
 
 class LocalSparkFeatureJob(FeatureJobResource):
@@ -60,7 +73,10 @@ class LocalSparkFeatureJob(FeatureJobResource):
 
     spark: LazyPySparkResource
 
-    def run(self, store: ObjectStore, batch_id: str, out_prefix: str, history_seconds: int) -> dict[str, Any]:
+    def run(
+        self, context: dg.AssetExecutionContext, store: ObjectStore, batch_id: str, out_prefix: str,
+        history_seconds: int,
+    ) -> FeatureJobRun:  # fmt: skip
         from glue.feature_job import BatchInput, build_features
 
         # pyspark starts its Python workers with $PYSPARK_PYTHON (default: python3 on PATH);
@@ -73,7 +89,7 @@ class LocalSparkFeatureJob(FeatureJobResource):
             store.uri(out_prefix),
             history_seconds,
         )
-        return report.totals()
+        return FeatureJobRun(counts=report.totals())
 
 
 class TunerResource(dg.ConfigurableResource, ABC):
@@ -137,6 +153,11 @@ class DeployerResource(dg.ConfigurableResource, ABC):
     def deploy(self, store: ObjectStore, version: str, record: dict[str, Any]) -> str:
         """Make `version` the one serving; returns where it is served."""
 
+    def reconcile(self, store: ObjectStore, log: Callable[[str], None]) -> str | None:
+        """Settle a deployment an earlier run left half-finished (completed or rolled back), so
+        that what serves is what the registry says; what was done, or None (nothing to do)."""
+        return None
+
 
 class LocalEndpointDeployer(DeployerResource):
     """Promotes the model in the store's registry; `ml-demo serve` picks it up live."""
@@ -164,7 +185,22 @@ def _local(config: ProjectConfig) -> dict[str, Any]:
     }
 
 
-RESOURCES_BY_TARGET = {"local": _local}
+def _aws(config: ProjectConfig) -> dict[str, Any]:
+    from ml_demo_dagster.defs.aws_resources import GlueFeatureJob, SageMakerDeployer, SageMakerScorer, SageMakerTuner
+
+    config.require_aws()
+    project = ProjectConfigResource()
+    return {
+        "project": project,
+        "store": StoreResource(url=config.store_url, region=config.project.region),
+        "feature_job": GlueFeatureJob(project=project),
+        "tuner": SageMakerTuner(project=project),
+        "scorer": SageMakerScorer(project=project),
+        "deployer": SageMakerDeployer(project=project),
+    }
+
+
+RESOURCES_BY_TARGET = {"local": _local, "aws": _aws}
 
 
 def resources_for(config: ProjectConfig, target: str | None = None) -> dict[str, Any]:

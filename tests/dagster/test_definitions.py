@@ -51,8 +51,29 @@ def test_sensor_is_running_by_default():
 def test_unknown_target_is_a_clear_error():
     import pytest
 
-    with pytest.raises(ValueError, match="target 'aws' is not available in this build"):
+    with pytest.raises(ValueError, match="target 'gcp' is not available in this build"):
+        build_definitions("gcp")
+
+
+def test_the_aws_target_has_the_same_graph_and_other_resources(monkeypatch):
+    import pytest
+
+    from ml_demo_dagster.config import ConfigError
+
+    with pytest.raises(ConfigError, match="aws.glue_role_arn is empty"):
         build_definitions("aws")
+    monkeypatch.setenv("ML_DEMO__AWS__GLUE_ROLE_ARN", "arn:aws:iam::123456789012:role/glue")
+    monkeypatch.setenv("ML_DEMO__AWS__SAGEMAKER_ROLE_ARN", "arn:aws:iam::123456789012:role/sagemaker")
+    aws = build_definitions("aws")
+    dg.Definitions.validate_loadable(aws)
+    local_graph, aws_graph = defs.resolve_asset_graph(), aws.resolve_asset_graph()
+    assert aws_graph.get_all_asset_keys() == local_graph.get_all_asset_keys()
+    for key in local_graph.get_all_asset_keys():
+        assert aws_graph.get(key).parent_keys == local_graph.get(key).parent_keys
+    assert aws_graph.asset_check_keys == local_graph.asset_check_keys
+    assert set(aws.resources) == set(defs.resources)
+    assert type(aws.resources["feature_job"]).__name__ == "GlueFeatureJob"
+    assert type(aws.resources["deployer"]).__name__ == "SageMakerDeployer"
 
 
 def test_make_run_instance_runs_one_at_a_time_dequeues_every_second_and_retries(tmp_path, monkeypatch):

@@ -35,12 +35,13 @@ def batch_features(
     """Per-deal features of one batch: tick values and 600 per-second mean mids, minus the deal's mid."""
     batch_id, s, cfg = context.partition_key, store.open(), project.get()
     try:
-        counts = feature_job.run(s, batch_id, features_prefix(batch_id), cfg.features.history_seconds)
+        job = feature_job.run(context, s, batch_id, features_prefix(batch_id), cfg.features.history_seconds)
     except BatchDataError as e:
         problem = e.problems.get(batch_id) or next(iter(e.problems.values()))
         raise quarantine_failure(s, batch_id, problem, "features") from None
     except FeatureJobError as e:  # worth a retry: the policy decides
         raise dg.Failure(description=f"batch {batch_id}: the feature job failed: {e}", allow_retries=True) from None
+    counts = job.counts
     table = read_features(s, batch_id)
     X = checks.feature_matrix(table)
     labels = table.column("label").to_numpy()
@@ -70,6 +71,7 @@ def batch_features(
             if table.num_rows
             else 0.0,
             "path": s.uri(features_prefix(batch_id)),
+            **job.metadata,
         },
         check_results=results,
     )

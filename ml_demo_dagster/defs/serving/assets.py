@@ -109,6 +109,7 @@ def deployed_model(
 ) -> dg.MaterializeResult:
     """The model serving the endpoint: the challenger if its improvement on the newest test split is significant."""
     batch_id, s, cfg = context.partition_key, store.open(), project.get()
+    deployer.reconcile(s, context.log.info)  # a deployment an earlier run left half-done: settled first
     registry = ModelRegistry(s)
     # The challenger's predictions on its test split were kept when it was tuned; the
     # champion is scored on the same rows.
