@@ -9,6 +9,7 @@ No Dagster or AWS imports.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from pathlib import Path
@@ -141,6 +142,38 @@ class DagsterSection(_Section):
     sensor_interval_seconds: int = Field(ge=1, le=3600)
 
 
+_ROLE_ARN = r"^$|^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]+$"
+_AWS_NAME = r"^$|^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+
+
+class AwsSection(_Section):
+    """What the aws target needs besides the bucket (store.bucket). Flat keys named like the
+    Terraform outputs that will fill them (glue_role_arn, sagemaker_role_arn, ...)."""
+
+    glue_role_arn: str = Field(default="", pattern=_ROLE_ARN, max_length=2048)
+    sagemaker_role_arn: str = Field(default="", pattern=_ROLE_ARN, max_length=2048)
+    glue_job_name: str = Field(default="", pattern=r"^$|^[A-Za-z0-9_.-]+$", max_length=255)
+    glue_version: Literal["5.0"] = "5.0"
+    glue_worker_type: Literal["G.1X", "G.2X", "G.4X", "G.8X"] = "G.1X"
+    glue_number_of_workers: int = Field(default=2, ge=2, le=1000)
+    code_prefix: str = Field(default="code", pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,200}$")
+    training_instance_type: str = Field(default="ml.m5.large", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    training_instance_count: int = Field(default=1, ge=1, le=100)
+    training_volume_size_gb: int = Field(default=10, ge=1, le=16384)
+    transform_instance_type: str = Field(default="ml.m5.large", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    transform_instance_count: int = Field(default=1, ge=1, le=100)
+    endpoint_instance_type: str = Field(default="ml.m5.large", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    endpoint_instance_count: int = Field(default=1, ge=1, le=100)
+    endpoint_name: str = Field(default="", pattern=_AWS_NAME)
+    glue_timeout_minutes: int = Field(default=30, ge=1, le=2880)
+    training_max_runtime_seconds: int = Field(default=3600, ge=60, le=432_000)
+    tuning_timeout_minutes: int = Field(default=180, ge=1, le=43_200)
+    transform_timeout_minutes: int = Field(default=60, ge=1, le=2880)
+    endpoint_timeout_minutes: int = Field(default=30, ge=1, le=1440)
+    poll_interval_seconds: float = Field(default=15.0, gt=0, le=600)
+    max_attempts: int = Field(default=8, ge=1, le=20)
+
+
 class ProjectConfig(_Section):
     project: ProjectSection
     store: StoreSection
@@ -153,6 +186,7 @@ class ProjectConfig(_Section):
     tuning: TuningSection
     serving: ServingSection
     dagster: DagsterSection
+    aws: AwsSection = AwsSection()
 
     # Derived names: computed here so that no other module builds them.
     @property
@@ -175,6 +209,36 @@ class ProjectConfig(_Section):
         if self.project.target == "aws":
             return f"s3://{self.bucket_name}"
         return str(DEFAULT_LOCAL_STORE)
+
+    @property
+    def glue_job_name(self) -> str:
+        return self.aws.glue_job_name or f"{self.resource_prefix}-features"
+
+    @property
+    def endpoint_name(self) -> str:
+        return self.aws.endpoint_name or f"{self.resource_prefix}-endpoint"
+
+    def aws_name(self, kind: str, key: str, limit: int = 63) -> str:
+        """A SageMaker resource name `<prefix>-<kind>-<key>` of at most `limit` characters
+        (tuning jobs: 32); a longer one keeps its start and ends in a hash of the whole."""
+        name = f"{self.resource_prefix}-{kind}-{key}"
+        if len(name) <= limit:
+            return name
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        return f"{name[: limit - len(digest) - 1].rstrip('-')}-{digest}"
+
+    def require_aws(self) -> None:
+        """ConfigError (one line, what to set) unless the aws target has what it needs."""
+        for key, what, service in (
+            ("glue_role_arn", "the role the Glue feature job runs as", "glue.amazonaws.com"),
+            ("sagemaker_role_arn", "the role SageMaker training, transform jobs and endpoints use",
+             "sagemaker.amazonaws.com"),
+        ):  # fmt: skip
+            if not getattr(self.aws, key):
+                raise ConfigError(
+                    f"aws.{key} is empty: set it to {what} (an IAM role that trusts {service}; Terraform "
+                    f"output {key}) in [aws] of the config file or with ML_DEMO__AWS__{key.upper()}"
+                )
 
     def static_hyperparameters(self) -> dict[str, Any]:
         """linear-learner's static hyperparameters, feature_dim included."""
