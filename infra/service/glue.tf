@@ -1,8 +1,7 @@
-# The Glue jobs: the feature job (glue/, the same Spark transform as the local target) and
-# the steps job (the project's own code for the steps that run in process under Dagster:
-# dataset, gate). Their scripts and the package they import are uploaded to the data
-# bucket by content-hashed key; the definitions come from the aws target's job builder
-# through the tfvars, so Dagster's aws target and this layer define the same jobs.
+# The Glue feature job (glue/, the same Spark transform as the local target). Its script and
+# the modules it imports are uploaded to the data bucket under a content-hashed key; the
+# definition comes from the aws target's job builder (requests.glue_job) through the
+# tfvars, so Dagster's aws target and this layer define the same job.
 
 resource "aws_s3_object" "code" {
   for_each    = var.code_artifacts
@@ -62,7 +61,7 @@ resource "aws_glue_job" "main" {
   })
 
   execution_property {
-    max_concurrent_runs = 1
+    max_concurrent_runs = each.value.max_concurrent_runs
   }
 
   depends_on = [aws_s3_object.code]

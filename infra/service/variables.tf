@@ -39,14 +39,15 @@ variable "code_artifacts" {
 variable "glue_jobs" {
   description = "The Glue jobs, as the aws target's job builder defines them."
   type = map(object({
-    name              = string
-    script_key        = string
-    glue_version      = string
-    worker_type       = string
-    number_of_workers = number
-    timeout_minutes   = number
-    max_retries       = number
-    default_arguments = map(string)
+    name                = string
+    script_key          = string
+    glue_version        = string
+    worker_type         = string
+    number_of_workers   = number
+    timeout_minutes     = number
+    max_retries         = number
+    max_concurrent_runs = number
+    default_arguments   = map(string)
   }))
 }
 

@@ -274,15 +274,12 @@ def find_terraform(environ: dict[str, str] | None = None) -> str:
     return path
 
 
-def require_credentials(environ: dict[str, str] | None = None) -> None:
-    """InfraError unless botocore's credential chain finds credentials (it calls no AWS API)."""
+def require_credentials() -> None:
+    """InfraError unless botocore's credential chain (environment, profiles, SSO, container or
+    instance roles) finds credentials. It asks no AWS API for them to be valid."""
     import botocore.session
 
     session = botocore.session.Session()
-    if environ is not None:
-        for name in ("AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
-            if environ.get(name):
-                session.set_config_variable({"AWS_PROFILE": "profile"}.get(name, name.lower()[4:]), environ[name])
     try:
         credentials = session.get_credentials()
     except Exception as e:  # a broken profile or config file: botocore names it
@@ -365,3 +362,59 @@ def write_outputs(config: ProjectConfig, outputs: dict[str, Any], environ: dict[
     if path is None:
         return None
     return write_json(path, outputs)
+
+
+# --- render ----------------------------------------------------------------------------------
+
+
+def glue_job_variables(create_job: dict[str, Any], script_key: str) -> dict[str, Any]:
+    """The aws target's CreateJob request as the service layer's `glue_jobs` entry (Terraform
+    sets the role, the security configuration and the log group itself)."""
+    return {
+        "name": create_job["Name"],
+        "script_key": script_key,
+        "glue_version": create_job["GlueVersion"],
+        "worker_type": create_job["WorkerType"],
+        "number_of_workers": create_job["NumberOfWorkers"],
+        "timeout_minutes": create_job["Timeout"],
+        "max_retries": create_job.get("MaxRetries", 0),
+        "max_concurrent_runs": create_job.get("ExecutionProperty", {}).get("MaxConcurrentRuns", 1),
+        "default_arguments": dict(create_job.get("DefaultArguments", {})),
+    }
+
+
+def access_prefixes(config: ProjectConfig) -> dict[str, list[str]]:
+    """Which data-bucket prefixes each role reads or writes (keys from core/staging and core/layout)."""
+    from ml_demo_dagster.core.layout import FEATURES_PREFIX
+    from ml_demo_dagster.core.registry import MODELS_PREFIX
+    from ml_demo_dagster.core.staging import STAGING_PREFIX
+
+    code = config.aws.code_prefix.strip("/") + "/"
+    return {
+        "glue_read": [STAGING_PREFIX, code],
+        "glue_write": [FEATURES_PREFIX],
+        "sagemaker_read": ["datasets/", FEATURES_PREFIX, MODELS_PREFIX],
+        "sagemaker_write": [MODELS_PREFIX, "scores/"],
+        "state_machine_read": [STAGING_PREFIX],
+    }
+
+
+def render(config: ProjectConfig, paths: InfraPaths, definition: dict[str, Any], code: dict[str, bytes],
+           glue_create_job: dict[str, Any], glue_script_key: str, algorithm_image: str) -> Rendered:  # fmt: skip
+    """Write every file the three layers' `terraform plan` reads; calls no AWS API."""
+    artifacts = [CodeArtifact(key, write_file(paths.code_dir / key, data)) for key, data in sorted(code.items())]
+    definition_path = write_file(paths.definition, json.dumps(definition, indent=2) + "\n")
+    glue_jobs = {"features": glue_job_variables(glue_create_job, glue_script_key)}
+    layer_vars = {
+        "bootstrap": bootstrap_vars(config),
+        "base": base_vars(config),
+        "service": service_vars(config, definition_path, artifacts, glue_jobs, access_prefixes(config),
+                                algorithm_image),  # fmt: skip
+    }
+    tfvars = {layer: write_json(paths.tfvars(layer), values) for layer, values in layer_vars.items()}
+    backends = {
+        layer: write_file(paths.backend(layer), hcl_assignments(backend_config(config, layer, paths)))
+        for layer in LAYERS
+    }
+    paths.bootstrap_state(config).parent.mkdir(parents=True, exist_ok=True)
+    return Rendered(tfvars, backends, definition_path, artifacts)

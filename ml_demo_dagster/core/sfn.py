@@ -146,6 +146,20 @@ class Fragment:
         if missing:
             raise SfnExportError(f"fragment {self.name}: no state {missing[0]!r}")
 
+    def renamed(self, prefix: str) -> Fragment:
+        """The same states named `<prefix><name>` (two assets with the same kind of states)."""
+        own = set(self.states)
+
+        def fix(node: Any) -> Any:
+            if isinstance(node, dict):
+                return {k: (prefix + v if k in ("Next", "Default") and v in own else fix(v)) for k, v in node.items()}
+            if isinstance(node, list):
+                return [fix(v) for v in node]
+            return node
+
+        return Fragment(self.name, prefix + self.start, {prefix + k: fix(v) for k, v in self.states.items()},
+                        [prefix + e for e in self.exits], self.source)  # fmt: skip
+
 
 @dataclass
 class MachineSettings:
@@ -351,6 +365,14 @@ def assemble(settings: MachineSettings, fragments: Sequence[Fragment]) -> dict[s
     if not fragments:
         raise SfnExportError("no asset runs on AWS: nothing to put in a state machine")
     states: dict[str, dict[str, Any]] = {}
+    taken = set(prologue(settings, "x")) | set(epilogue(settings))
+    unique = []
+    for fragment in fragments:
+        if taken & set(fragment.states):
+            fragment = fragment.renamed(f"{fragment.source or fragment.name}.")
+        taken |= set(fragment.states)
+        unique.append(fragment)
+    fragments = unique
     states.update(prologue(settings, fragments[0].start))
     for i, fragment in enumerate(fragments):
         following = fragments[i + 1].start if i + 1 < len(fragments) else "ReleaseRunLock"
