@@ -326,7 +326,10 @@ def _effective(tree: dict[str, Any], environ: dict[str, str], section: str, key:
 
 def _apply_infra_outputs(tree: dict[str, Any], environ: dict[str, str]) -> Path | None:
     """Terraform outputs named like a key of [aws] override that key (the environment still wins)."""
-    name, environment = _effective(tree, environ, "project", "name"), _effective(tree, environ, "project", "environment")
+    name, environment = (
+        _effective(tree, environ, "project", "name"),
+        _effective(tree, environ, "project", "environment"),
+    )
     if not isinstance(name, str) or not isinstance(environment, str):
         return None  # validation reports the missing project name or environment
     path = infra_outputs_path(name, environment, environ)
@@ -335,7 +338,9 @@ def _apply_infra_outputs(tree: dict[str, Any], environ: dict[str, str]) -> Path 
     try:
         outputs = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise ConfigError(f"terraform outputs {path}: not readable JSON ({e}); run `ml-demo infra apply` again") from None
+        raise ConfigError(
+            f"terraform outputs {path}: not readable JSON ({e}); run `ml-demo infra apply` again"
+        ) from None
     if not isinstance(outputs, dict):
         raise ConfigError(f"terraform outputs {path}: expected an object of output names to values")
     aws = tree.setdefault("aws", {})

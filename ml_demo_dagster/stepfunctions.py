@@ -82,7 +82,9 @@ def glue_feature_run(ctx: Context, asset: str) -> Fragment:
 
 
 def tuning_job_name(cfg: ProjectConfig, batch: str) -> str:
-    return cfg.aws_name("tuning", batch, limit=32)
+    # "tune", not "tuning": <name>-prod-tune-<T> fits SageMaker's 32 characters, so the name needs
+    # no hash, which a state machine could not compute at run time.
+    return cfg.aws_name("tune", batch, limit=32)
 
 
 def sagemaker_tuning(ctx: Context, asset: str) -> Fragment:
@@ -96,16 +98,25 @@ def sagemaker_tuning(ctx: Context, asset: str) -> Fragment:
                                    folder(channels["validation"]), ctx.uri(f"models/{batch}/tuning/"))  # fmt: skip
 
     states = {
-        "TuneModel": task(f"{OPTIMIZED}sagemaker:createHyperParameterTuningJob.sync",
-                          with_runtime_values(build, {"batch": BATCH}), "sagemaker", result_path="$.tuning",
-                          result_selector={"best_training_job.$": "$.BestTrainingJob.TrainingJobName"},
-                          comment="Hyperparameter tuning job; waits until it ends"),  # fmt: skip
-        "SelectBestModel": task(f"{SDK}sagemaker:describeTrainingJob",
-                                {"TrainingJobName.$": "$.tuning.best_training_job"}, "sagemaker",
-                                result_path="$.best", result_selector={
-                                    "training_job.$": "$.TrainingJobName",
-                                    "model_data_url.$": "$.ModelArtifacts.S3ModelArtifacts"},
-                                comment="Best-model selection: the tuning job's best training job and its artifacts"),  # fmt: skip
+        "TuneModel": task(
+            f"{OPTIMIZED}sagemaker:createHyperParameterTuningJob.sync",
+            with_runtime_values(build, {"batch": BATCH}),
+            "sagemaker",
+            result_path="$.tuning",
+            result_selector={"best_training_job.$": "$.BestTrainingJob.TrainingJobName"},
+            comment="Hyperparameter tuning job; waits until it ends",
+        ),  # fmt: skip
+        "SelectBestModel": task(
+            f"{SDK}sagemaker:describeTrainingJob",
+            {"TrainingJobName.$": "$.tuning.best_training_job"},
+            "sagemaker",
+            result_path="$.best",
+            result_selector={
+                "training_job.$": "$.TrainingJobName",
+                "model_data_url.$": "$.ModelArtifacts.S3ModelArtifacts",
+            },
+            comment="Best-model selection: the tuning job's best training job and its artifacts",
+        ),  # fmt: skip
     }
     states["TuneModel"]["Next"] = "SelectBestModel"
     return Fragment("tuning", "TuneModel", states, ["SelectBestModel"], asset)
@@ -126,49 +137,92 @@ def sagemaker_deploy(ctx: Context, asset: str) -> Fragment:
     polls = max(1, int(cfg.aws.endpoint_timeout_minutes * 60 // max(cfg.aws.poll_interval_seconds, 1)))
     wait = max(1, int(round(cfg.aws.poll_interval_seconds)))
     states: dict[str, dict[str, Any]] = {
-        "CreateModel": {**task(f"{OPTIMIZED}sagemaker:createModel", model, "sagemaker"), "Next": "CreateEndpointConfig"},
-        "CreateEndpointConfig": {**task(f"{OPTIMIZED}sagemaker:createEndpointConfig", endpoint_config, "sagemaker"),
-                                 "Next": "FindEndpoint"},  # fmt: skip
+        "CreateModel": {
+            **task(f"{OPTIMIZED}sagemaker:createModel", model, "sagemaker"),
+            "Next": "CreateEndpointConfig",
+        },
+        "CreateEndpointConfig": {
+            **task(f"{OPTIMIZED}sagemaker:createEndpointConfig", endpoint_config, "sagemaker"),
+            "Next": "FindEndpoint",
+        },  # fmt: skip
         "FindEndpoint": {
-            **task(f"{SDK}sagemaker:describeEndpoint", describe, "sagemaker", result_path=None,
-                   comment="Update the endpoint if it exists, else create it"),  # fmt: skip
-            "Catch": [{"ErrorEquals": ["SageMaker.SageMakerException", "SageMaker.ValidationException"],
-                       "ResultPath": None, "Next": "CreateEndpoint"}],  # fmt: skip
+            **task(
+                f"{SDK}sagemaker:describeEndpoint",
+                describe,
+                "sagemaker",
+                result_path=None,
+                comment="Update the endpoint if it exists, else create it",
+            ),  # fmt: skip
+            "Catch": [
+                {
+                    "ErrorEquals": ["SageMaker.SageMakerException", "SageMaker.ValidationException"],
+                    "ResultPath": None,
+                    "Next": "CreateEndpoint",
+                }
+            ],  # fmt: skip
             "Next": "UpdateEndpoint",
         },
-        "UpdateEndpoint": {**task(f"{OPTIMIZED}sagemaker:updateEndpoint", endpoint, "sagemaker"),
-                           "Next": "StartEndpointWait"},  # fmt: skip
-        "CreateEndpoint": {**task(f"{OPTIMIZED}sagemaker:createEndpoint", endpoint, "sagemaker"),
-                           "Next": "StartEndpointWait"},  # fmt: skip
-        "StartEndpointWait": {"Type": "Pass", "Result": {"polls": 0}, "ResultPath": "$.endpoint",
-                              "Next": "WaitForEndpoint"},  # fmt: skip
+        "UpdateEndpoint": {
+            **task(f"{OPTIMIZED}sagemaker:updateEndpoint", endpoint, "sagemaker"),
+            "Next": "StartEndpointWait",
+        },  # fmt: skip
+        "CreateEndpoint": {
+            **task(f"{OPTIMIZED}sagemaker:createEndpoint", endpoint, "sagemaker"),
+            "Next": "StartEndpointWait",
+        },  # fmt: skip
+        "StartEndpointWait": {
+            "Type": "Pass",
+            "Result": {"polls": 0},
+            "ResultPath": "$.endpoint",
+            "Next": "WaitForEndpoint",
+        },  # fmt: skip
         "WaitForEndpoint": {"Type": "Wait", "Seconds": wait, "Next": "DescribeEndpoint"},
         "DescribeEndpoint": {
-            **task(f"{SDK}sagemaker:describeEndpoint", describe, "sagemaker", result_path="$.endpoint.status",
-                   result_selector={"value.$": "$.EndpointStatus",
-                                    "reason.$": "States.JsonToString($)"}),  # fmt: skip
+            **task(
+                f"{SDK}sagemaker:describeEndpoint",
+                describe,
+                "sagemaker",
+                result_path="$.endpoint.status",
+                result_selector={"value.$": "$.EndpointStatus", "reason.$": "States.JsonToString($)"},
+            ),  # fmt: skip
             "Next": "IsEndpointInService",
         },
         "IsEndpointInService": {
             "Type": "Choice",
             "Choices": [
                 {"Variable": "$.endpoint.status.value", "StringEquals": "InService", "Next": "EndpointInService"},
-                {"Or": [{"Variable": "$.endpoint.status.value", "StringEquals": "Failed"},
-                        {"Variable": "$.endpoint.status.value", "StringEquals": "OutOfService"}],
-                 "Next": "EndpointFailed"},
+                {
+                    "Or": [
+                        {"Variable": "$.endpoint.status.value", "StringEquals": "Failed"},
+                        {"Variable": "$.endpoint.status.value", "StringEquals": "OutOfService"},
+                    ],
+                    "Next": "EndpointFailed",
+                },
                 {"Variable": "$.endpoint.polls", "NumericGreaterThanEquals": polls, "Next": "EndpointTimedOut"},
             ],  # fmt: skip
             "Default": "CountEndpointPoll",
         },
-        "CountEndpointPoll": {"Type": "Pass", "Parameters": {"polls.$": "States.MathAdd($.endpoint.polls, 1)"},
-                              "ResultPath": "$.endpoint", "Next": "WaitForEndpoint"},  # fmt: skip
-        "EndpointFailed": {"Type": "Pass", "Parameters": {"Error": "EndpointFailed",
-                                                          "Cause.$": "$.endpoint.status.reason"},
-                           "ResultPath": "$.error", "Next": "ReleaseLockAfterFailure"},  # fmt: skip
-        "EndpointTimedOut": {"Type": "Pass", "Parameters": {"Error": "EndpointTimedOut",
-                                                            "Cause": f"endpoint {cfg.endpoint_name} not InService "
-                                                                     f"after {cfg.aws.endpoint_timeout_minutes} min"},
-                             "ResultPath": "$.error", "Next": "ReleaseLockAfterFailure"},  # fmt: skip
+        "CountEndpointPoll": {
+            "Type": "Pass",
+            "Parameters": {"polls.$": "States.MathAdd($.endpoint.polls, 1)"},
+            "ResultPath": "$.endpoint",
+            "Next": "WaitForEndpoint",
+        },  # fmt: skip
+        "EndpointFailed": {
+            "Type": "Pass",
+            "Parameters": {"Error": "EndpointFailed", "Cause.$": "$.endpoint.status.reason"},
+            "ResultPath": "$.error",
+            "Next": "ReleaseLockAfterFailure",
+        },  # fmt: skip
+        "EndpointTimedOut": {
+            "Type": "Pass",
+            "Parameters": {
+                "Error": "EndpointTimedOut",
+                "Cause": f"endpoint {cfg.endpoint_name} not InService after {cfg.aws.endpoint_timeout_minutes} min",
+            },
+            "ResultPath": "$.error",
+            "Next": "ReleaseLockAfterFailure",
+        },  # fmt: skip
         "EndpointInService": {"Type": "Pass", "ResultPath": None},
     }
     return Fragment("deploy", "CreateModel", states, ["EndpointInService"], asset)

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write the pipeline as an AWS Step Functions definition (Amazon States Language)",
         description="Walk the Dagster asset graph in dependency order and write the Step Functions state "
         "machine that runs one staging batch through it on AWS (Glue, SageMaker), with the same requests the "
-        "aws target sends. Execution input: {\"batch\": T} or the S3 event's {\"key\": \"staging/...\"}.",
+        'aws target sends. Execution input: {"batch": T} or the S3 event\'s {"key": "staging/..."}.',
     )
     parser.add_argument("--out", metavar="FILE", help="file to write (default: standard output)")
     parser.add_argument(

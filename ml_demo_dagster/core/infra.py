@@ -353,7 +353,11 @@ def read_outputs(terraform: str, layer: str, paths: InfraPaths, environ: dict[st
     )  # fmt: skip
     if result.returncode != 0:
         raise InfraError(f"terraform output ({layer}) failed: {result.stderr.strip().splitlines()[-1:]}")
-    return {name: entry.get("value") for name, entry in json.loads(result.stdout or "{}").items()}
+    try:
+        outputs = json.loads(result.stdout or "{}")
+    except ValueError:
+        raise InfraError(f"terraform output ({layer}) did not print JSON") from None
+    return {name: entry.get("value") for name, entry in outputs.items()}
 
 
 def write_outputs(config: ProjectConfig, outputs: dict[str, Any], environ: dict[str, str] | None = None) -> Path | None:
@@ -408,8 +412,9 @@ def render(config: ProjectConfig, paths: InfraPaths, definition: dict[str, Any],
     layer_vars = {
         "bootstrap": bootstrap_vars(config),
         "base": base_vars(config),
-        "service": service_vars(config, definition_path, artifacts, glue_jobs, access_prefixes(config),
-                                algorithm_image),  # fmt: skip
+        "service": service_vars(
+            config, definition_path, artifacts, glue_jobs, access_prefixes(config), algorithm_image
+        ),  # fmt: skip
     }
     tfvars = {layer: write_json(paths.tfvars(layer), values) for layer, values in layer_vars.items()}
     backends = {

@@ -217,63 +217,111 @@ def prologue(s: MachineSettings, first_step: str) -> dict[str, dict[str, Any]]:
     return {
         "ReadBatchKey": {
             "Type": "Choice",
-            "Comment": "The input is {\"batch\": T}, or {\"key\": <staging key>} from the S3 event",
+            "Comment": 'The input is {"batch": T}, or {"key": <staging key>} from the S3 event',
             "Choices": [
                 {"Variable": "$.batch", "IsPresent": True, "Next": "ListDealsFile"},
-                {"Or": [{"Variable": "$.key", "StringMatches": deals_pattern},
-                        {"Variable": "$.key", "StringMatches": price_pattern}], "Next": "BatchFromKey"},
+                {
+                    "Or": [
+                        {"Variable": "$.key", "StringMatches": deals_pattern},
+                        {"Variable": "$.key", "StringMatches": price_pattern},
+                    ],
+                    "Next": "BatchFromKey",
+                },
             ],  # fmt: skip
             "Default": "NotABatchFile",
         },
-        "NotABatchFile": {"Type": "Fail", "Error": "NotABatchFile",
-                          "Cause": f"input has neither batch nor a key like {deals_pattern} or {price_pattern}"},  # fmt: skip
+        "NotABatchFile": {
+            "Type": "Fail",
+            "Error": "NotABatchFile",
+            "Cause": f"input has neither batch nor a key like {deals_pattern} or {price_pattern}",
+        },  # fmt: skip
         "BatchFromKey": {"Type": "Pass", "Parameters": {"batch.$": t_from_key}, "Next": "ListDealsFile"},
         "ListDealsFile": {
-            **task(f"{SDK}s3:listObjectsV2", {"Bucket": s.bucket, "Prefix.$": _key_format(s.deals_key), "MaxKeys": 1},
-                   "s3", result_path="$.complete.deals", result_selector={"count.$": "$.KeyCount"},
-                   comment="Batch completeness check: both files of the batch exist"),  # fmt: skip
+            **task(
+                f"{SDK}s3:listObjectsV2",
+                {"Bucket": s.bucket, "Prefix.$": _key_format(s.deals_key), "MaxKeys": 1},
+                "s3",
+                result_path="$.complete.deals",
+                result_selector={"count.$": "$.KeyCount"},
+                comment="Batch completeness check: both files of the batch exist",
+            ),  # fmt: skip
             "Next": "ListPriceFile",
         },
         "ListPriceFile": {
-            **task(f"{SDK}s3:listObjectsV2", {"Bucket": s.bucket, "Prefix.$": _key_format(s.price_key), "MaxKeys": 1},
-                   "s3", result_path="$.complete.price", result_selector={"count.$": "$.KeyCount"}),  # fmt: skip
+            **task(
+                f"{SDK}s3:listObjectsV2",
+                {"Bucket": s.bucket, "Prefix.$": _key_format(s.price_key), "MaxKeys": 1},
+                "s3",
+                result_path="$.complete.price",
+                result_selector={"count.$": "$.KeyCount"},
+            ),  # fmt: skip
             "Next": "IsBatchComplete",
         },
         "IsBatchComplete": {
             "Type": "Choice",
-            "Choices": [{"And": [{"Variable": "$.complete.deals.count", "NumericEquals": 1},
-                                 {"Variable": "$.complete.price.count", "NumericEquals": 1}], "Next": "ClaimBatch"}],  # fmt: skip
+            "Choices": [
+                {
+                    "And": [
+                        {"Variable": "$.complete.deals.count", "NumericEquals": 1},
+                        {"Variable": "$.complete.price.count", "NumericEquals": 1},
+                    ],
+                    "Next": "ClaimBatch",
+                }
+            ],  # fmt: skip
             "Default": "BatchIncomplete",
         },
         "BatchIncomplete": {"Type": "Succeed", "Comment": "The other file's event starts the batch when it lands"},
         "ClaimBatch": {
-            **task(f"{OPTIMIZED}dynamodb:putItem", {
-                "TableName": s.lock_table,
-                "Item": {"pk": claim, "execution": me},
-                "ConditionExpression": "attribute_not_exists(pk)",
-            }, "dynamodb", comment="One execution per batch, however many events the batch raised"),  # fmt: skip
-            "Catch": [{"ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"], "ResultPath": None,
-                       "Next": "BatchAlreadyClaimed"}],  # fmt: skip
+            **task(
+                f"{OPTIMIZED}dynamodb:putItem",
+                {
+                    "TableName": s.lock_table,
+                    "Item": {"pk": claim, "execution": me},
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                },
+                "dynamodb",
+                comment="One execution per batch, however many events the batch raised",
+            ),  # fmt: skip
+            "Catch": [
+                {
+                    "ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"],
+                    "ResultPath": None,
+                    "Next": "BatchAlreadyClaimed",
+                }
+            ],  # fmt: skip
             "Next": "AcquireRunLock",
         },
         "BatchAlreadyClaimed": {"Type": "Succeed", "Comment": "Another execution has this batch"},
         "AcquireRunLock": {
-            **task(f"{OPTIMIZED}dynamodb:putItem", {
-                "TableName": s.lock_table,
-                "Item": {"pk": lock, "holder": me, "batch": {"S.$": "$.batch"}},
-                "ConditionExpression": "attribute_not_exists(pk) OR holder = :me",
-                "ExpressionAttributeValues": {":me": me},
-            }, "dynamodb", comment="One run at a time: a batch that lands while a run is busy waits here"),  # fmt: skip
+            **task(
+                f"{OPTIMIZED}dynamodb:putItem",
+                {
+                    "TableName": s.lock_table,
+                    "Item": {"pk": lock, "holder": me, "batch": {"S.$": "$.batch"}},
+                    "ConditionExpression": "attribute_not_exists(pk) OR holder = :me",
+                    "ExpressionAttributeValues": {":me": me},
+                },
+                "dynamodb",
+                comment="One run at a time: a batch that lands while a run is busy waits here",
+            ),  # fmt: skip
             "Catch": [
-                {"ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"], "ResultPath": None, "Next": "ReadLockHolder"},
+                {
+                    "ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"],
+                    "ResultPath": None,
+                    "Next": "ReadLockHolder",
+                },
                 *_release_claim_catch(),
             ],
             "Next": first_step,
         },
         "ReadLockHolder": {
-            **task(f"{OPTIMIZED}dynamodb:getItem", {"TableName": s.lock_table, "Key": {"pk": lock},
-                                                    "ConsistentRead": True},
-                   "dynamodb", result_path="$.lock", result_selector={"holder.$": "$.Item.holder.S"}),  # fmt: skip
+            **task(
+                f"{OPTIMIZED}dynamodb:getItem",
+                {"TableName": s.lock_table, "Key": {"pk": lock}, "ConsistentRead": True},
+                "dynamodb",
+                result_path="$.lock",
+                result_selector={"holder.$": "$.Item.holder.S"},
+            ),  # fmt: skip
             "Catch": [
                 {"ErrorEquals": ["States.Runtime"], "ResultPath": None, "Next": "AcquireRunLock"},  # released meanwhile
                 *_release_claim_catch(),
@@ -281,9 +329,14 @@ def prologue(s: MachineSettings, first_step: str) -> dict[str, dict[str, Any]]:
             "Next": "DescribeLockHolder",
         },
         "DescribeLockHolder": {
-            **task(f"{SDK}sfn:describeExecution", {"ExecutionArn.$": "$.lock.holder"}, "sfn",
-                   result_path="$.lock.status", result_selector={"value.$": "$.Status"},
-                   comment="A holder that is no longer running (stopped, timed out) left the lock behind"),  # fmt: skip
+            **task(
+                f"{SDK}sfn:describeExecution",
+                {"ExecutionArn.$": "$.lock.holder"},
+                "sfn",
+                result_path="$.lock.status",
+                result_selector={"value.$": "$.Status"},
+                comment="A holder that is no longer running (stopped, timed out) left the lock behind",
+            ),  # fmt: skip
             "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "TakeOverRunLock"}],
             "Next": "IsLockHolderRunning",
         },
@@ -294,16 +347,27 @@ def prologue(s: MachineSettings, first_step: str) -> dict[str, dict[str, Any]]:
         },
         "WaitForRunLock": {"Type": "Wait", "Seconds": s.lock_wait_seconds, "Next": "AcquireRunLock"},
         "TakeOverRunLock": {
-            **task(f"{OPTIMIZED}dynamodb:updateItem", {
-                "TableName": s.lock_table,
-                "Key": {"pk": lock},
-                "UpdateExpression": "SET holder = :me, batch = :batch",
-                "ConditionExpression": "holder = :old",
-                "ExpressionAttributeValues": {":me": me, ":old": {"S.$": "$.lock.holder"},
-                                              ":batch": {"S.$": "$.batch"}},
-            }, "dynamodb"),  # fmt: skip
+            **task(
+                f"{OPTIMIZED}dynamodb:updateItem",
+                {
+                    "TableName": s.lock_table,
+                    "Key": {"pk": lock},
+                    "UpdateExpression": "SET holder = :me, batch = :batch",
+                    "ConditionExpression": "holder = :old",
+                    "ExpressionAttributeValues": {
+                        ":me": me,
+                        ":old": {"S.$": "$.lock.holder"},
+                        ":batch": {"S.$": "$.batch"},
+                    },
+                },
+                "dynamodb",
+            ),  # fmt: skip
             "Catch": [
-                {"ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"], "ResultPath": None, "Next": "AcquireRunLock"},
+                {
+                    "ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"],
+                    "ResultPath": None,
+                    "Next": "AcquireRunLock",
+                },
                 *_release_claim_catch(),
             ],
             "Next": first_step,
@@ -345,14 +409,22 @@ def epilogue(s: MachineSettings) -> dict[str, dict[str, Any]]:
         },
         "BatchDone": {"Type": "Succeed"},
         FAILURE: {
-            **task(f"{OPTIMIZED}dynamodb:deleteItem", lock_by_me, "dynamodb",
-                   comment="A failed run frees the lock for the next batch"),  # fmt: skip
+            **task(
+                f"{OPTIMIZED}dynamodb:deleteItem",
+                lock_by_me,
+                "dynamodb",
+                comment="A failed run frees the lock for the next batch",
+            ),  # fmt: skip
             "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "ReleaseClaimAfterFailure"}],
             "Next": "ReleaseClaimAfterFailure",
         },
         "ReleaseClaimAfterFailure": {
-            **task(f"{OPTIMIZED}dynamodb:deleteItem", claim, "dynamodb",
-                   comment="The batch can be run again: start an execution with {\"batch\": T}"),  # fmt: skip
+            **task(
+                f"{OPTIMIZED}dynamodb:deleteItem",
+                claim,
+                "dynamodb",
+                comment='The batch can be run again: start an execution with {"batch": T}',
+            ),  # fmt: skip
             "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "PipelineFailed"}],
             "Next": "PipelineFailed",
         },

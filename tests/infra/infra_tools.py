@@ -47,7 +47,14 @@ def checkov() -> Path:
         if not stamp.exists():
             shutil.rmtree(CHECKOV_VENV, ignore_errors=True)
             venv.EnvBuilder(with_pip=True).create(CHECKOV_VENV)
-            pip = [str(CHECKOV_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+            pip = [
+                str(CHECKOV_VENV / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ]
             _run([*pip, "--no-deps", "-r", str(CHECKOV_REQUIREMENTS)], "checkov")
             stamp.touch()
     return CHECKOV_VENV / "bin" / "checkov"

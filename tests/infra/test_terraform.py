@@ -14,9 +14,8 @@ import subprocess
 from pathlib import Path
 
 import hcl2
-import pytest
-
 import infra_tools as tools
+import pytest
 
 INFRA = tools.REPO / "infra"
 LAYERS = ("bootstrap", "base", "service")
@@ -78,9 +77,7 @@ def test_terraform_fmt_is_clean():
 @pytest.mark.parametrize("layer", LAYERS)
 def test_terraform_validate_with_local_provider_mirror(layer, tmp_path):
     cli_config = tmp_path / "cli.tfrc"
-    cli_config.write_text(
-        'provider_installation {\n  filesystem_mirror {\n    path = "%s"\n  }\n}\n' % MIRROR
-    )
+    cli_config.write_text(f'provider_installation {{\n  filesystem_mirror {{\n    path = "{MIRROR}"\n  }}\n}}\n')
     env = {**os.environ, "TF_CLI_CONFIG_FILE": str(cli_config), "TF_DATA_DIR": str(tmp_path / "data"),
            "CHECKPOINT_DISABLE": "1"}  # fmt: skip
     work = tmp_path / layer
