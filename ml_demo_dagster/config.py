@@ -172,9 +172,10 @@ class AwsSection(_Section):
     endpoint_name: str = Field(default="", pattern=_AWS_NAME)
     glue_timeout_minutes: int = Field(default=30, ge=1, le=2880)
     training_max_runtime_seconds: int = Field(default=3600, ge=60, le=432_000)
-    tuning_timeout_minutes: int = Field(default=180, ge=1, le=43_200)
-    transform_timeout_minutes: int = Field(default=60, ge=1, le=2880)
-    endpoint_timeout_minutes: int = Field(default=30, ge=1, le=1440)
+    # Minutes, fractions allowed (the sandbox's tests wait seconds); Glue's is whole minutes (its API's unit).
+    tuning_timeout_minutes: float = Field(default=180, gt=0, le=43_200)
+    transform_timeout_minutes: float = Field(default=60, gt=0, le=2880)
+    endpoint_timeout_minutes: float = Field(default=30, gt=0, le=1440)
     poll_interval_seconds: float = Field(default=15.0, gt=0, le=600)
     max_attempts: int = Field(default=8, ge=1, le=20)
 

@@ -83,14 +83,23 @@ def glue_job_update(create_request: dict[str, Any]) -> dict[str, Any]:
     return {"JobName": create_request["Name"], "JobUpdate": update}
 
 
-def glue_job_run(config: ProjectConfig, batch_id: str, deals_uri: str, price_uri: str, out_uri: str) -> dict[str, Any]:
-    """StartJobRun: the feature job on one batch (Dagster Pipes adds its two arguments)."""
+def glue_job_run(
+    config: ProjectConfig,
+    batch_id: str,
+    deals_uri: str,
+    price_uri: str,
+    out_uri: str,
+    history_seconds: int | None = None,
+) -> dict[str, Any]:
+    """StartJobRun: the feature job on one batch (Dagster Pipes adds its two arguments).
+    `history_seconds` defaults to features.history_seconds."""
+    history = config.features.history_seconds if history_seconds is None else int(history_seconds)
     arguments = {
         "--batch_id": str(batch_id),
         "--deals_uri": deals_uri,
         "--price_uri": price_uri,
         "--out_uri": out_uri,
-        "--history_seconds": str(config.features.history_seconds),
+        "--history_seconds": str(history),
         "--pipes_interval_seconds": hyperparameter_value(min(config.aws.poll_interval_seconds, 10.0)),
     }
     assert tuple(a[2:] for a in arguments) == GLUE_JOB_ARGUMENTS

@@ -22,6 +22,7 @@ COMMANDS = {
     "up": "ml_demo_dagster.cli.up",
     "export-sfn": "ml_demo_dagster.cli.export_sfn",
     "infra": "ml_demo_dagster.cli.infra",
+    "sandbox": "ml_demo_dagster.cli.sandbox",
 }
 
 

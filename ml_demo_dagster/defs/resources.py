@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -46,12 +47,24 @@ class StoreResource(dg.ConfigurableResource):
         return _store(self.url, self.region)
 
 
+@dataclass
+class FeatureJobRun:
+    """What a feature job run reports: its counts (deals, rows, dropped ...) and where it ran
+    (metadata for the materialization, e.g. the Glue run id and its console link)."""
+
+    counts: dict[str, int]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
 class FeatureJobResource(dg.ConfigurableResource, ABC):
     """Runs the glue/ Spark feature job on one batch; output: parquet under `out_prefix`."""
 
     @abstractmethod
-    def run(self, store: ObjectStore, batch_id: str, out_prefix: str, history_seconds: int) -> dict[str, Any]:
-        """Build the batch's features; returns the job's counts (deals, rows, dropped ...)."""
+    def run(
+        self, context: dg.AssetExecutionContext, store: ObjectStore, batch_id: str, out_prefix: str,
+        history_seconds: int,
+    ) -> FeatureJobRun:  # fmt: skip
+        """Build the batch's features (logging to `context`); the job's counts and where it ran."""
 
 
 class LocalSparkFeatureJob(FeatureJobResource):
@@ -59,7 +72,10 @@ class LocalSparkFeatureJob(FeatureJobResource):
 
     spark: LazyPySparkResource
 
-    def run(self, store: ObjectStore, batch_id: str, out_prefix: str, history_seconds: int) -> dict[str, Any]:
+    def run(
+        self, context: dg.AssetExecutionContext, store: ObjectStore, batch_id: str, out_prefix: str,
+        history_seconds: int,
+    ) -> FeatureJobRun:  # fmt: skip
         from glue.feature_job import BatchInput, build_features
 
         # pyspark starts its Python workers with $PYSPARK_PYTHON (default: python3 on PATH);
@@ -72,7 +88,7 @@ class LocalSparkFeatureJob(FeatureJobResource):
             store.uri(out_prefix),
             history_seconds,
         )
-        return report.totals()
+        return FeatureJobRun(counts=report.totals())
 
 
 class TunerResource(dg.ConfigurableResource, ABC):
@@ -127,7 +143,21 @@ def _local(config: ProjectConfig) -> dict[str, Any]:
     }
 
 
-RESOURCES_BY_TARGET = {"local": _local}
+def _aws(config: ProjectConfig) -> dict[str, Any]:
+    from ml_demo_dagster.defs.aws_resources import GlueFeatureJob, SageMakerDeployer
+
+    config.require_aws()
+    project = ProjectConfigResource()
+    return {
+        "project": project,
+        "store": StoreResource(url=config.store_url, region=config.project.region),
+        "feature_job": GlueFeatureJob(project=project),
+        "tuner": LocalTuner(),
+        "deployer": SageMakerDeployer(project=project),
+    }
+
+
+RESOURCES_BY_TARGET = {"local": _local, "aws": _aws}
 
 
 def resources_for(config: ProjectConfig, target: str | None = None) -> dict[str, Any]:

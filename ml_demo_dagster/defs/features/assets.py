@@ -23,7 +23,8 @@ def batch_features(
 ) -> dg.MaterializeResult:
     """Per-deal features of one batch: tick values and 600 per-second mean mids, minus the deal's mid."""
     batch_id, s, cfg = context.partition_key, store.open(), project.get()
-    counts = feature_job.run(s, batch_id, features_prefix(batch_id), cfg.features.history_seconds)
+    job = feature_job.run(context, s, batch_id, features_prefix(batch_id), cfg.features.history_seconds)
+    counts = job.counts
     table = read_features(s, batch_id)
     X = checks.feature_matrix(table)
     labels = table.column("label").to_numpy()
@@ -37,6 +38,7 @@ def batch_features(
             if table.num_rows
             else 0.0,
             "path": s.uri(features_prefix(batch_id)),
+            **job.metadata,
         },
         check_results=[
             checks.features_have_no_nan(X, labels),
