@@ -188,3 +188,24 @@ def test_render_names_follow_the_config(paths, monkeypatch):
     assert base["bucket_name"] == "ml-demo-prod-data" and base["region"] == "us-east-1"
     text = "".join(paths.tfvars(layer).read_text() for layer in infra.LAYERS)
     assert "-dev-" not in text and "eu-west-2" not in text
+
+
+def test_real_render_from_a_clone_writes_the_glue_code_and_definition(tmp_path, monkeypatch):
+    """`ml-demo infra render` as a user runs it: the aws target's Glue bundle, the exported machine."""
+    p = infra.InfraPaths(infra=REPO / "infra", build=tmp_path / "build")
+    monkeypatch.setattr(infra, "InfraPaths", lambda: p)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert main(["infra", "render"]) == 0
+    service = json.loads(p.tfvars("service").read_text())
+    script_key = service["glue_jobs"]["features"]["script_key"]
+    assert Path(service["code_artifacts"][script_key]).read_bytes().startswith(b"")
+    assert script_key.endswith(".py") and len(service["code_artifacts"]) == 2
+    modules = service["glue_jobs"]["features"]["default_arguments"]["--extra-py-files"]
+    assert (
+        modules.startswith(f"s3://{load_config().bucket_name}/")
+        and modules.split("/", 3)[3] in service["code_artifacts"]
+    )
+    definition = json.loads(Path(service["state_machine_definition_file"]).read_text())
+    assert (
+        definition["States"]["TuneModel"]["Parameters"]["TrainingJobDefinition"]["RoleArn"] == "${sagemaker_role_arn}"
+    )
