@@ -10,6 +10,7 @@ No Dagster or AWS imports.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import string
 import tomllib
@@ -22,6 +23,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
 DEFAULT_CONFIG_PATH = PACKAGE_DIR / "project.toml"
 DEFAULT_LOCAL_STORE = REPO_DIR / ".ml-demo" / "store"
+# Terraform outputs of a deployment (`ml-demo infra apply` writes them), one file per
+# project and environment; ML_DEMO_INFRA_OUTPUTS names another file ("" reads none).
+DEFAULT_INFRA_OUTPUTS_DIR = REPO_DIR / ".ml-demo" / "infra"
+INFRA_OUTPUTS_ENV = "ML_DEMO_INFRA_OUTPUTS"
 ENV_PREFIX = "ML_DEMO__"
 TICK_FEATURES = ("BID", "OFFER", "MID_OPEN", "HIGH", "LOW")
 
@@ -252,6 +257,22 @@ class IGSection(_Section):
     request_timeout_seconds: float = Field(gt=0, le=600)
 
 
+class InfraSection(_Section):
+    """`ml-demo infra`: the Terraform layers' settings that are not names (names derive below)."""
+
+    state_bucket: str = Field(default="", pattern=r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    vpc_cidr: str = Field(default="10.42.0.0/16", pattern=r"^\d{1,3}(\.\d{1,3}){3}/(1[6-9]|2[0-4])$")
+    log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+                                2557, 2922, 3288, 3653] = 365  # fmt: skip
+    noncurrent_version_days: int = Field(default=30, ge=1, le=3650)
+    streamer_image_tag: str = Field(default="", pattern=r"^$|^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    streamer_cpu: Literal[256, 512, 1024, 2048, 4096] = 256
+    streamer_memory: int = Field(default=512, ge=512, le=30720)
+    streamer_count: int = Field(default=1, ge=0, le=1)
+    ecr_keep_images: int = Field(default=10, ge=1, le=1000)
+    lock_wait_seconds: int = Field(default=60, ge=1, le=3600)
+
+
 class ProjectConfig(_Section):
     project: ProjectSection
     store: StoreSection
@@ -270,6 +291,7 @@ class ProjectConfig(_Section):
     dagster: DagsterSection
     aws: AwsSection = AwsSection()
     ig: IGSection
+    infra: InfraSection = InfraSection()
 
     # Derived names: computed here so that no other module builds them.
     @property
@@ -300,6 +322,11 @@ class ProjectConfig(_Section):
     @property
     def endpoint_name(self) -> str:
         return self.aws.endpoint_name or f"{self.resource_prefix}-endpoint"
+
+    @property
+    def state_bucket_name(self) -> str:
+        """The bucket of the Terraform state (infra.state_bucket, else "<prefix>-tfstate")."""
+        return self.infra.state_bucket or f"{self.resource_prefix}-tfstate"
 
     def aws_name(self, kind: str, key: str, limit: int = 63) -> str:
         """A SageMaker resource name `<prefix>-<kind>-<key>` of at most `limit` characters
@@ -365,8 +392,49 @@ def _one_line(error: ValidationError, source: str) -> str:
     return f"config {source}: {key}: {message}{shown}{extra}"
 
 
+def infra_outputs_path(project_name: str, environment: str, environ: dict[str, str] | None = None) -> Path | None:
+    """Where the Terraform outputs of a deployment are kept (None: ML_DEMO_INFRA_OUTPUTS="")."""
+    environ = os.environ if environ is None else environ
+    if INFRA_OUTPUTS_ENV in environ:
+        return Path(environ[INFRA_OUTPUTS_ENV]) if environ[INFRA_OUTPUTS_ENV] else None
+    return DEFAULT_INFRA_OUTPUTS_DIR / f"{project_name}-{environment}.outputs.json"
+
+
+def _effective(tree: dict[str, Any], environ: dict[str, str], section: str, key: str) -> Any:
+    """A value as it will be after the environment overrides (before validation)."""
+    probe = {section: dict(tree.get(section) or {})}
+    _apply_env(probe, {k: v for k, v in environ.items() if k == f"{ENV_PREFIX}{section}__{key}".upper()})
+    return probe[section].get(key)
+
+
+def _apply_infra_outputs(tree: dict[str, Any], environ: dict[str, str]) -> Path | None:
+    """Terraform outputs named like a key of [aws] override that key (the environment still wins)."""
+    name, environment = (
+        _effective(tree, environ, "project", "name"),
+        _effective(tree, environ, "project", "environment"),
+    )
+    if not isinstance(name, str) or not isinstance(environment, str):
+        return None  # validation reports the missing project name or environment
+    path = infra_outputs_path(name, environment, environ)
+    if path is None or not path.is_file():
+        return None
+    try:
+        outputs = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"terraform outputs {path}: not readable JSON ({e}); run `ml-demo infra apply` again"
+        ) from None
+    if not isinstance(outputs, dict):
+        raise ConfigError(f"terraform outputs {path}: expected an object of output names to values")
+    aws = tree.setdefault("aws", {})
+    for key, value in outputs.items():
+        if key in AwsSection.model_fields and isinstance(value, str | int | float | bool):
+            aws[key] = value
+    return path
+
+
 def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> ProjectConfig:
-    """Read, override from the environment, and validate the project config."""
+    """Read, override from Terraform's outputs and then the environment, and validate the project config."""
     environ = dict(os.environ if environ is None else environ)
     source = Path(path or environ.get("ML_DEMO_CONFIG") or DEFAULT_CONFIG_PATH)
     try:
@@ -375,6 +443,9 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, s
         raise ConfigError(f"config {source}: file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config {source}: not valid TOML: {e}") from None
+    outputs = _apply_infra_outputs(tree, environ)
+    if outputs is not None:
+        source = Path(f"{source} (+ {outputs})")
     _apply_env(tree, environ)
     try:
         return ProjectConfig.model_validate(tree)

@@ -20,6 +20,8 @@ COMMANDS = {
     "demo": "ml_demo_dagster.cli.pipeline",
     "serve": "ml_demo_dagster.cli.serve",
     "up": "ml_demo_dagster.cli.up",
+    "export-sfn": "ml_demo_dagster.cli.export_sfn",
+    "infra": "ml_demo_dagster.cli.infra",
     "sandbox": "ml_demo_dagster.cli.sandbox",
 }
 
