@@ -42,6 +42,11 @@ def value(v: Any) -> Any:
     return v
 
 
+def score(v: float | None) -> Any:
+    """A rate or score without an interval (a base rate), to the same 4 decimals; None is null."""
+    return value(_round(v))
+
+
 def row_count(n: int) -> dict[str, int]:
     """Dagster's row-count metadata for one partition's table (the UI shows it as 'Row count')."""
     return {"dagster/row_count": int(n), "dagster/partition_row_count": int(n)}

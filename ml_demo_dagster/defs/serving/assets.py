@@ -21,7 +21,7 @@ from ml_demo_dagster.core.plots import png_markdown, series_plot
 from ml_demo_dagster.core.registry import ModelRegistry
 from ml_demo_dagster.defs.features.assets import batch_features
 from ml_demo_dagster.defs.features.checks import feature_matrix
-from ml_demo_dagster.defs.metadata import interval, value
+from ml_demo_dagster.defs.metadata import interval, score, value
 from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import DeployerResource, ProjectConfigResource, ScorerResource, StoreResource
 from ml_demo_dagster.defs.retries import STORAGE_RETRY
@@ -83,7 +83,7 @@ def live_precision(
             **interval("live_precision", live.scores["precision"]),
             **interval("live_recall", live.scores["recall"]),
             **interval("live_roc_auc", live.scores["roc_auc"]),
-            "base_rate": live.base_rate,
+            "base_rate": score(live.base_rate),
             "rows": live.rows,
         }
     s.put_text(live_key(batch_id), json.dumps(record, indent=2))
@@ -151,7 +151,7 @@ def deployed_model(
                {"champion_score": dg.MetadataValue.null()}),
             **interval("difference", decision.difference),
             "serving_version": value(serving),
-            "base_rate": value(record["base_rate"]),
+            "base_rate": score(record["base_rate"]),
             "test_rows": record["test_rows"],
             "endpoint": value(endpoint),
         }

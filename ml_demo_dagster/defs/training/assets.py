@@ -18,7 +18,7 @@ from ml_demo_dagster.core.plots import objective_plot, png_markdown, pr_curve_pl
 from ml_demo_dagster.core.registry import ModelRegistry
 from ml_demo_dagster.core.tuner import trials_table
 from ml_demo_dagster.defs.features.assets import batch_features
-from ml_demo_dagster.defs.metadata import interval, interval_values, row_count, scores_table, table, value
+from ml_demo_dagster.defs.metadata import interval, interval_values, row_count, score, scores_table, table, value
 from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import ProjectConfigResource, StoreResource, TunerResource
 from ml_demo_dagster.defs.retries import STORAGE_RETRY
@@ -131,7 +131,7 @@ def tuned_model(
             **interval("test_roc_auc", auc),
             **interval("test_precision", test.scores["precision"]),
             **interval("test_recall", test.scores["recall"]),
-            "test_base_rate": test.base_rate,
+            "test_base_rate": score(test.base_rate),
             "scores": scores_table(reports),
             "trials": len(result.trials),
             "best_trial": result.best.number,
