@@ -19,7 +19,7 @@ from ml_demo_dagster.core.staging import deals_key, price_key
 from ml_demo_dagster.core.store import LocalStore
 from ml_demo_dagster.defs.features.assets import batch_features
 from ml_demo_dagster.defs.partitions import batches
-from ml_demo_dagster.defs.resources import FeatureJobResource, ProjectConfigResource, StoreResource
+from ml_demo_dagster.defs.resources import FeatureJobResource, FeatureJobRun, ProjectConfigResource, StoreResource
 
 T = "1700000000001"
 
@@ -33,7 +33,7 @@ class FakeFeatureJob(FeatureJobResource):
 
     mode: str = "nan"
 
-    def run(self, store, batch_id, out_prefix, history_seconds):
+    def run(self, context, store, batch_id, out_prefix, history_seconds):
         CALLS.append(self.mode)
         if self.mode == "bad":
             problem = {"file": deals_key(batch_id), "line": 2, "field": "type", "reason": "'sell' is not one of buy"}
@@ -50,7 +50,7 @@ class FakeFeatureJob(FeatureJobResource):
         )  # fmt: skip
         write_table(store, f"{out_prefix}/part-00000.parquet", table)
         store.put_bytes(f"{out_prefix}/_SUCCESS", b"")
-        return {"deals": 4, "rows": 4, "no_history": 0, "no_tick": 0, "missing_tick_values": 0}
+        return FeatureJobRun(counts={"deals": 4, "rows": 4, "no_history": 0, "no_tick": 0, "missing_tick_values": 0})
 
 
 @pytest.fixture
