@@ -8,6 +8,7 @@ datasets/<T>/                   training channels (CSV) + columnar copy, window 
 models/...                      model versions and the champion pointer (core/registry.py)
 monitoring/live/<T>.json        the serving model's precision on batch T, before retraining
 scoring/<name>/                 a SageMaker transform job's input rows and output scores
+pipes/                          Dagster Pipes context and messages of the aws target's Glue runs
 steps/<T>/<step>.json           what a step of the state machine's steps job found (read back by the machine)
 state/                          cursors of headless runs
 """
@@ -25,6 +26,7 @@ FEATURES_PREFIX = "features/"
 LIVE_PREFIX = "monitoring/live/"
 SCORING_PREFIX = "scoring/"
 STEPS_PREFIX = "steps/"
+PIPES_PREFIX = "pipes/"
 
 
 def raw_key(kind: str, batch_id: str) -> str:

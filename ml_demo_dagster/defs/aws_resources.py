@@ -43,6 +43,7 @@ from ml_demo_dagster.aws.clients import client
 from ml_demo_dagster.aws.errors import explain
 from ml_demo_dagster.aws.waiting import Job, RemoteJobError, wait_for
 from ml_demo_dagster.config import ProjectConfig
+from ml_demo_dagster.core.layout import PIPES_PREFIX
 from ml_demo_dagster.core.staging import deals_key, price_key
 from ml_demo_dagster.core.store import ObjectStore
 from ml_demo_dagster.defs.resources import (
@@ -54,7 +55,6 @@ from ml_demo_dagster.defs.resources import (
     TunerResource,
 )
 
-PIPES_PREFIX = "pipes/"
 GLUE_DONE = ("SUCCEEDED",)
 GLUE_FAILED = ("FAILED", "STOPPED", "TIMEOUT", "ERROR")
 
