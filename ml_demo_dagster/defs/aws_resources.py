@@ -57,6 +57,10 @@ from ml_demo_dagster.defs.resources import (
 
 GLUE_DONE = ("SUCCEEDED",)
 GLUE_FAILED = ("FAILED", "STOPPED", "TIMEOUT", "ERROR")
+# A remote job that ran and failed (or timed out) is not run again by Dagster's step retry:
+# it would start another paid job that fails the same way, and the services retry what is
+# transient themselves (botocore on throttling and 5xx). The run fails with the remote reason.
+NO_REMOTE_RETRY = False
 
 
 def s3_location(store: ObjectStore) -> tuple[str, str]:
@@ -77,7 +81,9 @@ def aws_errors(service: str, bucket: str = "") -> Iterator[None]:
     try:
         yield
     except (ClientError, BotoCoreError) as e:
-        raise dg.Failure(description=explain(e, service=service, bucket=bucket)) from None
+        # botocore already retried throttling and 5xx; what is left (access denied, a missing
+        # bucket or role) fails the same way on a retry.
+        raise dg.Failure(description=explain(e, service=service, bucket=bucket), allow_retries=False) from None
 
 
 class _PrefixedS3MessageReader(PipesS3MessageReader):
@@ -199,7 +205,17 @@ class GlueFeatureJob(FeatureJobResource):
                 warnings.filterwarnings("ignore", message=".*expected_writer_count.*")
                 invocation = pipes.run(context=context, start_job_run_params=request)
         except RemoteJobError as e:
-            raise dg.Failure(description=str(e), metadata=self._run_metadata(cfg, pipes.run_id)) from None
+            raise dg.Failure(
+                description=str(e), metadata=self._run_metadata(cfg, pipes.run_id), allow_retries=NO_REMOTE_RETRY
+            ) from None
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+            # The run was terminated: the Glue run is stopped (forward_termination); the step
+            # ends here, not in a retry that would start the Glue run again.
+            raise dg.Failure(
+                description=f"interrupted: Glue run {pipes.run_id} stopped",
+                metadata=self._run_metadata(cfg, pipes.run_id),
+                allow_retries=False,
+            ) from None
         counts: dict[str, int] = {}
         for message in invocation.get_custom_messages():
             if isinstance(message, dict) and isinstance(message.get("counts"), dict):
@@ -311,7 +327,7 @@ class SageMakerDeployer(DeployerResource):
                     endpoint = self._wait_endpoint(sagemaker, cfg, log)
                 except RemoteJobError as e:
                     raise dg.Failure(description=f"cannot settle the half-finished deployment of version "
-                                                 f"{intent['version']}: {e}") from None  # fmt: skip
+                                                 f"{intent['version']}: {e}", allow_retries=NO_REMOTE_RETRY) from None  # fmt: skip
             serving = endpoint is not None and endpoint["EndpointStatus"] == "InService"
             if serving and endpoint["EndpointConfigName"] == intent["endpoint_config"]:
                 ModelRegistry(store).promote(intent["version"], intent["record"])
@@ -363,7 +379,7 @@ class SageMakerDeployer(DeployerResource):
             try:
                 final = self._wait_endpoint(sagemaker, cfg, log)
             except RemoteJobError as e:
-                raise dg.Failure(description=str(e)) from None
+                raise dg.Failure(description=str(e), allow_retries=NO_REMOTE_RETRY) from None
             if final["EndpointConfigName"] != config_name:
                 # SageMaker rolls a failed update back: the endpoint is InService on the old config,
                 # which is what the registry says serves; the new config goes.
@@ -416,7 +432,7 @@ def _transform(sagemaker, store: ObjectStore, cfg: ProjectConfig, model_name: st
         with aws_errors("sagemaker"):
             return batch_transform(sagemaker, store, cfg, model_name, X, tag, log)
     except (RemoteJobError, ScoringError) as e:
-        raise dg.Failure(description=str(e)) from None
+        raise dg.Failure(description=str(e), allow_retries=NO_REMOTE_RETRY) from None
 
 
 class SageMakerTuner(TunerResource):
@@ -538,7 +554,9 @@ class SageMakerTuner(TunerResource):
                 )
         except RemoteJobError as e:
             raise dg.Failure(
-                description=str(e), metadata={"tuning_job": name, "tuning_job_url": dg.MetadataValue.url(url)}
+                description=str(e),
+                metadata={"tuning_job": name, "tuning_job_url": dg.MetadataValue.url(url)},
+                allow_retries=NO_REMOTE_RETRY,
             ) from None
         with aws_errors("sagemaker", bucket):
             trials, names = self._trials(sagemaker, name, cfg)

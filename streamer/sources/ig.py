@@ -14,9 +14,11 @@ the server sent, so the next update that fixes them is a tick again.
 Time. A tick's timestamp is the local wall clock when the update arrives, in epoch ms:
 what the seed's streamer did (`Date.now()` on each update). IG's UPDATE_TIME is only a
 time of day in whole seconds, in the market's time zone, with no date, so it cannot place
-a tick on its own; it is kept, as sent, in its own column. The clock is held
-non-decreasing (a step back of the system clock repeats the last timestamp), so ticks are
-always in time order.
+a tick on its own; it is kept, as sent, in its own column. Timestamps are held strictly
+increasing: an update arriving in the same millisecond as the one before (or after a step
+back of the system clock) gets the last timestamp + 1 ms, because the staging contract
+allows one price row per timestamp and one deal per tick (a burst of updates is then
+spread over a few milliseconds, never reordered).
 
 Connection life. Every status change of the client is logged. When the link drops, the
 library reconnects by itself (recovering the session when it can, else opening a new one
@@ -102,8 +104,8 @@ class TickAssembler:
             if name in FIELDS:
                 self.values[name] = value
         now = int(self._clock() * 1000)
-        if self.last_ms is not None and now < self.last_ms:
-            now = self.last_ms  # the wall clock stepped back: never out of order
+        if self.last_ms is not None and now <= self.last_ms:
+            now = self.last_ms + 1  # same millisecond, or the wall clock stepped back: strictly after
         tick = Tick(
             now,
             self._number("BID"),

@@ -126,7 +126,7 @@ def rows(run: Run) -> list[dict]:
 
 def test_pipeline_succeeds_and_names_the_glue_run_tuning_job_best_training_job_and_endpoint(run):
     found = rows(run)
-    assert [r["batch"] for r in found] == run.batches and all(r["status"] == "ok" for r in found)
+    assert [r["batch"] for r in found] == run.batches and all(r["status"] == "trained" for r in found)
     for row in found:
         assert row["glue_job_run"].startswith("jr_")
         artifact = row["model_artifact"]

@@ -85,14 +85,15 @@ def test_the_first_update_without_prices_is_not_a_tick():
         TickAssembler(Clock(1_767_225_600.0)).update({"UPDATE_TIME": "11:00:00", "MARKET_STATE": "CLOSED"})
 
 
-def test_timestamps_follow_the_local_clock_and_never_go_back():
+def test_timestamps_follow_the_local_clock_and_strictly_increase():
     clock = Clock(1_767_225_600.0)
     ticks = TickAssembler(clock)
     stamps = []
-    for t in (1_767_225_600.0, 1_767_225_600.5, 1_767_225_599.0, 1_767_225_601.25):  # the clock steps back once
+    # The clock steps back once; two updates arrive in the same millisecond.
+    for t in (1_767_225_600.0, 1_767_225_600.5, 1_767_225_599.0, 1_767_225_601.25, 1_767_225_601.25):
         clock.t = t
         stamps.append(ticks.update(FULL).timestamp)
-    assert stamps == [1_767_225_600_000, 1_767_225_600_500, 1_767_225_600_500, 1_767_225_601_250]
+    assert stamps == [1_767_225_600_000, 1_767_225_600_500, 1_767_225_600_501, 1_767_225_601_250, 1_767_225_601_251]
 
 
 def test_fields_outside_the_subscription_are_ignored():
