@@ -527,7 +527,7 @@ class SageMakerTuner(TunerResource):
         token = rq.run_token()
         name = rq.tuning_job_name(cfg, version, token)
         request = rq.tuning_job(cfg, name, folder(keys["train"]), folder(keys["validation"]),
-                                store.uri(tuning_output_prefix(version)))  # fmt: skip
+                                store.uri(tuning_output_prefix(version).rstrip("/")) + "/")  # fmt: skip
         with aws_errors("sagemaker", bucket):
             sagemaker.create_hyper_parameter_tuning_job(**request)
         url = console.sagemaker(region, "hyper-tuning-jobs", name)
