@@ -22,8 +22,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/ml-demo up
 
+# Two workers, each test file on one of them (module fixtures such as a sandbox deployment
+# are built once). A single file or test: `.venv/bin/pytest tests/...` runs in one process.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .ml-demo .pytest_cache .hypothesis

@@ -64,18 +64,10 @@ def run(args: argparse.Namespace) -> int:
         sandbox = Sandbox(args.host, args.port)
     except OSError as e:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
-    print(f"AWS_ENDPOINT_URL={sandbox.url}", flush=True)
-    print(
-        "ml-demo sandbox: AWS on loopback is up (any credentials work; state is in memory).\n"
-        "In another terminal:\n"
-        f"  export AWS_ENDPOINT_URL={sandbox.url} AWS_ACCESS_KEY_ID=sandbox AWS_SECRET_ACCESS_KEY=sandbox\n"
-        "  aws s3 mb s3://BUCKET   (or boto3), put batches in s3://BUCKET/staging/, then\n"
-        "  ml-demo pipeline --target aws --store s3://BUCKET\n"
-        "Ctrl-C stops it.",
-        flush=True,
-    )
+    # Installed before the first line: whoever reads the endpoint may send SIGTERM at once.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        _announce(sandbox.url)
         sandbox.serve_forever()
     except KeyboardInterrupt:
         pass
@@ -84,3 +76,16 @@ def run(args: argparse.Namespace) -> int:
         sandbox.stop()
         print("ml-demo sandbox: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _announce(url: str) -> None:
+    print(f"AWS_ENDPOINT_URL={url}", flush=True)
+    print(
+        "ml-demo sandbox: AWS on loopback is up (any credentials work; state is in memory).\n"
+        "In another terminal:\n"
+        f"  export AWS_ENDPOINT_URL={url} AWS_ACCESS_KEY_ID=sandbox AWS_SECRET_ACCESS_KEY=sandbox\n"
+        "  aws s3 mb s3://BUCKET   (or boto3), put batches in s3://BUCKET/staging/, then\n"
+        "  ml-demo pipeline --target aws --store s3://BUCKET\n"
+        "Ctrl-C stops it.",
+        flush=True,
+    )

@@ -57,11 +57,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     champion, problem = server.watcher.current()
     state = f"serving model {champion.version}" if champion else f"waiting: {problem}"
-    print(f"ml-demo serve: listening on {server.url} (store {store.url}; {state})", flush=True)
     # SIGINT too, explicitly: a process started in the background, or forked while another
     # thread of its parent was inside system(3), inherits SIGINT ignored and would never stop.
+    # Installed before the "listening" line: whoever reads that line may signal at once.
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        print(f"ml-demo serve: listening on {server.url} (store {store.url}; {state})", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         print("ml-demo serve: stopped", file=sys.stderr, flush=True)
