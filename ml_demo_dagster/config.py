@@ -320,6 +320,11 @@ class ProjectConfig(_Section):
         return self.aws.glue_job_name or f"{self.resource_prefix}-features"
 
     @property
+    def glue_steps_job_name(self) -> str:
+        """The Glue job that runs the in-process assets' steps for the state machine."""
+        return f"{self.resource_prefix}-steps"
+
+    @property
     def endpoint_name(self) -> str:
         return self.aws.endpoint_name or f"{self.resource_prefix}-endpoint"
 

@@ -1,7 +1,9 @@
-# The Glue feature job (glue/, the same Spark transform as the local target). Its script and
-# the modules it imports are uploaded to the data bucket under a content-hashed key; the
-# definition comes from the aws target's job builder (requests.glue_job) through the
-# tfvars, so Dagster's aws target and this layer define the same job.
+# The Glue jobs: the feature job (glue/, the same Spark transform as the local target) and
+# the steps job (ml_demo_dagster/aws/steps_job.py: the work of the assets that run in process
+# under Dagster, for the state machine). Each one's script and the modules it imports are
+# uploaded to the data bucket under a content-hashed key; the definitions come from the aws
+# target's job builders (requests.glue_job, requests.glue_steps_job) through the tfvars, so
+# Dagster's aws target and this layer define the same jobs. Each job has its own role.
 
 resource "aws_s3_object" "code" {
   for_each    = var.code_artifacts
@@ -37,10 +39,17 @@ resource "aws_glue_security_configuration" "main" {
   }
 }
 
+locals {
+  glue_job_roles = {
+    features = aws_iam_role.glue.arn
+    steps    = aws_iam_role.glue_steps.arn
+  }
+}
+
 resource "aws_glue_job" "main" {
   for_each               = var.glue_jobs
   name                   = each.value.name
-  role_arn               = aws_iam_role.glue.arn
+  role_arn               = local.glue_job_roles[each.key]
   glue_version           = each.value.glue_version
   worker_type            = each.value.worker_type
   number_of_workers      = each.value.number_of_workers

@@ -9,6 +9,8 @@
 locals {
   glue_read_objects      = [for p in var.glue_read_prefixes : "${local.bucket_arn}/${p}*"]
   glue_write_objects     = [for p in var.glue_write_prefixes : "${local.bucket_arn}/${p}*"]
+  steps_read_objects     = [for p in var.steps_read_prefixes : "${local.bucket_arn}/${p}*"]
+  steps_write_objects    = [for p in var.steps_write_prefixes : "${local.bucket_arn}/${p}*"]
   code_objects           = [for k in keys(var.code_artifacts) : "${local.bucket_arn}/${k}"]
   sagemaker_read_objects = [for p in var.sagemaker_read_prefixes : "${local.bucket_arn}/${p}*"]
   sagemaker_write_objs   = [for p in var.sagemaker_write_prefixes : "${local.bucket_arn}/${p}*"]
@@ -95,9 +97,75 @@ resource "aws_iam_role" "glue" {
 }
 
 resource "aws_iam_role_policy" "glue" {
-  name   = "feature-and-step-jobs"
+  name   = "feature-job"
   role   = aws_iam_role.glue.id
   policy = data.aws_iam_policy_document.glue.json
+}
+
+# The steps job: it reads and moves a batch's files (to quarantine/ and back), writes what each
+# asset makes (raw/, datasets/, models/, monitoring/), the rows the transform jobs score and
+# what it reports to the state machine, and deletes the transform jobs' files once read.
+data "aws_iam_policy_document" "glue_steps" {
+  statement {
+    sid       = "ReadBatchesArtifactsAndCode"
+    actions   = ["s3:GetObject"]
+    resources = concat(local.steps_read_objects, local.code_objects)
+  }
+  statement {
+    sid       = "WriteAndMoveWhatTheStepsMake"
+    actions   = ["s3:PutObject", "s3:DeleteObject"]
+    resources = local.steps_write_objects
+  }
+  statement {
+    sid       = "ListOwnPrefixes"
+    actions   = ["s3:ListBucket"]
+    resources = [local.bucket_arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = [for p in distinct(concat(var.steps_read_prefixes, var.steps_write_prefixes)) : "${p}*"]
+    }
+  }
+  statement {
+    sid       = "UseProjectKey"
+    actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
+    resources = [local.kms_key_arn]
+  }
+  statement {
+    sid = "WriteJobLogs"
+    actions = [
+      "logs:CreateLogGroup",
+      "logs:CreateLogStream",
+      "logs:PutLogEvents",
+      "logs:AssociateKmsKey",
+    ]
+    resources = [
+      "${local.arn_prefix}:logs:${var.region}:${local.account_id}:log-group:/aws-glue/*",
+      aws_cloudwatch_log_group.glue.arn,
+      "${aws_cloudwatch_log_group.glue.arn}:*",
+    ]
+  }
+  statement {
+    sid       = "PublishJobMetrics"
+    actions   = ["cloudwatch:PutMetricData"]
+    resources = ["*"]
+    condition {
+      test     = "StringEquals"
+      variable = "cloudwatch:namespace"
+      values   = ["Glue"]
+    }
+  }
+}
+
+resource "aws_iam_role" "glue_steps" {
+  name               = "${var.name_prefix}-glue-steps"
+  assume_role_policy = data.aws_iam_policy_document.glue_assume.json
+}
+
+resource "aws_iam_role_policy" "glue_steps" {
+  name   = "steps-job"
+  role   = aws_iam_role.glue_steps.id
+  policy = data.aws_iam_policy_document.glue_steps.json
 }
 
 # ----------------------------------------------------------------------- SageMaker

@@ -21,6 +21,11 @@ output "glue_job_name" {
   value       = aws_glue_job.main["features"].name
 }
 
+output "glue_steps_job_name" {
+  description = "The state machine's steps job (the in-process assets' steps)."
+  value       = aws_glue_job.main["steps"].name
+}
+
 output "glue_security_configuration" {
   description = "Encryption settings of the Glue jobs."
   value       = aws_glue_security_configuration.main.name

@@ -37,7 +37,7 @@ variable "code_artifacts" {
 }
 
 variable "glue_jobs" {
-  description = "The Glue jobs, as the aws target's job builder defines them."
+  description = "The Glue jobs, as the aws target's job builders define them: features (the feature job) and steps (the state machine's steps job)."
   type = map(object({
     name                = string
     script_key          = string
@@ -52,12 +52,22 @@ variable "glue_jobs" {
 }
 
 variable "glue_read_prefixes" {
-  description = "Data bucket prefixes the Glue jobs read."
+  description = "Data bucket prefixes the Glue feature job reads."
   type        = list(string)
 }
 
 variable "glue_write_prefixes" {
-  description = "Data bucket prefixes the Glue jobs write."
+  description = "Data bucket prefixes the Glue feature job writes."
+  type        = list(string)
+}
+
+variable "steps_read_prefixes" {
+  description = "Data bucket prefixes the Glue steps job (the in-process assets' steps) reads."
+  type        = list(string)
+}
+
+variable "steps_write_prefixes" {
+  description = "Data bucket prefixes the Glue steps job writes and deletes in."
   type        = list(string)
 }
 

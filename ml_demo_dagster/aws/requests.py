@@ -13,6 +13,7 @@ package, read offline), never from a literal.
 
 from __future__ import annotations
 
+import secrets
 from functools import lru_cache
 from typing import Any
 
@@ -47,6 +48,43 @@ def hyperparameter_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return repr(value) if isinstance(value, float) else str(value)
+
+
+# --- names ---------------------------------------------------------------------------------
+#
+# One function per kind of SageMaker resource the pipeline creates, used by the aws target and
+# the Step Functions export alike: `<name>-<environment>-<kind>-<version>-<token>`, where the
+# version is the batch the model was trained on and the token tells runs of one batch apart.
+# The aws target draws a random token per run (run_token); the state machine uses the batch's
+# attempt number, counted in its claim, which it can compute at run time (no hash, no clock).
+# A name longer than SageMaker allows is cut and hashed (config.aws_name): the aws target
+# still works, the export refuses and says to shorten project.name or project.environment.
+
+
+def run_token(digits: int = 4) -> str:
+    """A short random token that tells one run's resources from another's (hex digits; scoring
+    jobs, many per model version, take 8)."""
+    return secrets.token_hex((digits + 1) // 2)[:digits]
+
+
+def tuning_job_name(config: ProjectConfig, version: str, token: str) -> str:
+    """The tuning job that trains `version` (32 characters at most, SageMaker's limit)."""
+    return config.aws_name("t", f"{version}-{token}", limit=32)
+
+
+def model_name(config: ProjectConfig, version: str, token: str) -> str:
+    """The SageMaker model of the best training job of that tuning job (same token)."""
+    return config.aws_name("m", f"{version}-{token}")
+
+
+def endpoint_config_name(config: ProjectConfig, version: str, token: str) -> str:
+    """The endpoint config that serves `version`."""
+    return config.aws_name("c", f"{version}-{token}")
+
+
+def transform_job_name(config: ProjectConfig, tag: str, token: str) -> str:
+    """A batch transform (scoring) job; `tag` says what it scores."""
+    return config.aws_name("s", f"{tag}-{token}")
 
 
 # --- Glue ---------------------------------------------------------------------------------
@@ -104,6 +142,55 @@ def glue_job_run(
     }
     assert tuple(a[2:] for a in arguments) == GLUE_JOB_ARGUMENTS
     return {"JobName": config.glue_job_name, "Arguments": arguments, "Timeout": config.aws.glue_timeout_minutes}
+
+
+# The steps job (ml_demo_dagster/aws/steps_job.py): the work of the assets that run in process
+# under Dagster, for the state machine. Its arguments, as the script reads them.
+STEPS_JOB_ARGUMENTS = ("steps", "batch", "attempt", "store", "settings")
+# What the steps import beyond Glue 5's own modules and the zip: scipy (core/intervals.py's t
+# quantile) has compiled parts, so it cannot come in the zip; Glue installs this pin with pip
+# when a run starts. The same version is pinned in pyproject.toml (tests run what Glue runs);
+# 1.17.1 needs numpy >= 1.26.4, which is what Glue 5 ships.
+STEPS_PYTHON_MODULES = ("scipy==1.17.1",)
+
+
+def glue_steps_job(config: ProjectConfig, script_uri: str, modules_uri: str) -> dict[str, Any]:
+    """CreateJob: the steps job, a Glue 5 job whose script runs on the driver alone (no Spark
+    work), so it gets Glue's smallest size; its modules come from the zip at `modules_uri`."""
+    aws = config.aws
+    return {
+        "Name": config.glue_steps_job_name,
+        "Description": f"{config.resource_prefix}: the in-process assets' steps for the state machine "
+        "(ml_demo_dagster/aws/steps_job.py)",
+        "Role": aws.glue_role_arn,
+        "Command": {"Name": "glueetl", "ScriptLocation": script_uri, "PythonVersion": "3"},
+        "DefaultArguments": {
+            "--job-language": "python",
+            "--extra-py-files": modules_uri,
+            "--additional-python-modules": ",".join(STEPS_PYTHON_MODULES),
+            "--enable-continuous-cloudwatch-log": "true",
+            "--enable-metrics": "true",
+        },
+        "ExecutionProperty": {"MaxConcurrentRuns": 2},
+        "MaxRetries": 0,  # the state machine's Retry decides
+        "Timeout": aws.glue_timeout_minutes,
+        "GlueVersion": aws.glue_version,
+        "WorkerType": "G.1X",
+        "NumberOfWorkers": 2,
+        "Tags": {t["Key"]: t["Value"] for t in tags(config)},
+    }
+
+
+def steps_job_run(
+    config: ProjectConfig, steps: list[str], batch: str, attempt: str, store_url: str, settings: str,
+    inputs: dict[str, str] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """StartJobRun: the named steps, in order, on one batch. `settings` is the steps' settings
+    as JSON (core/batch_steps.StepSettings); `inputs` are what a step needs from earlier states
+    (the tuning job's result), each passed as `--<name>`."""
+    arguments = {"--steps": ",".join(steps), "--batch": str(batch), "--attempt": str(attempt), "--store": store_url,
+                 "--settings": settings, **{f"--{k}": v for k, v in (inputs or {}).items()}}  # fmt: skip
+    return {"JobName": config.glue_steps_job_name, "Arguments": arguments, "Timeout": config.aws.glue_timeout_minutes}
 
 
 # --- SageMaker ----------------------------------------------------------------------------

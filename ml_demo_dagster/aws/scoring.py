@@ -10,53 +10,19 @@ Inputs and outputs are deleted once read. No Dagster imports.
 
 from __future__ import annotations
 
-import io
-import json
-import uuid
 from collections.abc import Callable
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from ml_demo_dagster.aws import requests as rq
+from ml_demo_dagster.aws.transform_io import ScoringError, parse_jsonlines, rows_csv  # noqa: F401 (re-exported)
 from ml_demo_dagster.aws.waiting import Job, wait_for
 from ml_demo_dagster.config import ProjectConfig
+from ml_demo_dagster.core.layout import scoring_keys
 from ml_demo_dagster.core.store import ObjectStore
 
-SCORING_PREFIX = "scoring"
 TRANSFORM_DONE = ("Completed",)
 TRANSFORM_FAILED = ("Failed", "Stopped")
-
-
-class ScoringError(RuntimeError):
-    """The transform job's output does not match the rows sent."""
-
-
-def rows_csv(X: np.ndarray) -> bytes:
-    """Rows of features as headerless CSV, one row per line."""
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2:
-        raise ValueError(f"expected a 2-d array of rows, got shape {X.shape}")
-    table = pa.Table.from_arrays(
-        [pa.array(X[:, j]) for j in range(X.shape[1])], names=[f"f{j}" for j in range(X.shape[1])]
-    )
-    sink = io.BytesIO()
-    pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"))
-    return sink.getvalue()
-
-
-def parse_jsonlines(data: bytes, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores float64, predicted labels int8) from linear-learner's jsonlines output."""
-    lines = [line for line in data.decode("utf-8").splitlines() if line.strip()]
-    if len(lines) != rows:
-        raise ScoringError(f"the transform job returned {len(lines)} predictions for {rows} rows")
-    scores = np.empty(rows, dtype=np.float64)
-    labels = np.empty(rows, dtype=np.int8)
-    for i, line in enumerate(lines):
-        doc = json.loads(line)
-        scores[i], labels[i] = float(doc["score"]), int(doc["predicted_label"])
-    return scores, labels
 
 
 def batch_transform(
@@ -66,9 +32,8 @@ def batch_transform(
     """Score the rows of X with the SageMaker model `model_name`; (scores, labels) in row order."""
     if len(X) == 0:
         return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int8)
-    name = config.aws_name("s", f"{tag}-{uuid.uuid4().hex[:8]}")
-    folder = f"{SCORING_PREFIX}/{name}"
-    input_key, output_key = f"{folder}/input/rows.csv", f"{folder}/output/rows.csv.out"
+    name = rq.transform_job_name(config, tag, rq.run_token(8))
+    input_key, output_key = scoring_keys(name)
     store.put_bytes(input_key, rows_csv(X))
     try:
         sagemaker.create_transform_job(

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "infra",
         help="deploy to AWS with Terraform (render, init, plan, apply, destroy)",
         description="Run Terraform on infra/ with variables generated from the project config. "
-        "render: write build/infra/ (variables, backend configs, state machine, Glue code), no AWS call. "
+        "render: write build/infra/ (variables, backend configs, state machine, the Glue jobs' code), no AWS call. "
         "init/plan/apply/destroy: render, then terraform on each layer in order "
         f"({', '.join(LAYERS)}; destroy takes down service and base).",
     )
@@ -46,17 +46,20 @@ def _render(config: ProjectConfig, paths):
     except ImportError:
         raise UserError("this build has no Glue job code (ml_demo_dagster/aws/glue_code.py), so the "
                         "service layer cannot be rendered") from None  # fmt: skip
-    bundle = glue_code.build()
-    script_key, modules_key = bundle.keys(config.aws.code_prefix)
     bucket = infra.resource_names(config)["bucket"]
-    create_job = requests.glue_job(config, f"s3://{bucket}/{script_key}", f"s3://{bucket}/{modules_key}")
+    code: dict[str, bytes] = {}
+    glue_jobs = {}
+    for name, bundle, build in (("features", glue_code.build(), requests.glue_job),
+                                ("steps", glue_code.build_steps(), requests.glue_steps_job)):  # fmt: skip
+        script_key, modules_key = bundle.keys(config.aws.code_prefix)
+        code.update({script_key: bundle.script, modules_key: bundle.modules})
+        glue_jobs[name] = (build(config, f"s3://{bucket}/{script_key}", f"s3://{bucket}/{modules_key}"), script_key)
     return infra.render(
         config,
         paths,
         definition=export_definition(config, template=True),
-        code={script_key: bundle.script, modules_key: bundle.modules},
-        glue_create_job=create_job,
-        glue_script_key=script_key,
+        code=code,
+        glue_jobs=glue_jobs,
         algorithm_image=requests.linear_learner_image(config.project.region),
     )
 

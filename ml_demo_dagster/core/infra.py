@@ -4,7 +4,8 @@ running `terraform` on them (DESIGN §4.7).
 infra/ holds three layers, applied in this order:
   bootstrap  the bucket (and key) of the remote state; local state under infra/bootstrap/state/
   base       data bucket, KMS key, VPC, ECR repository, ECS cluster, the IG secret (empty)
-  service    IAM roles, Glue job, streamer task and service, state machine, lock table, trigger
+  service    IAM roles, Glue jobs (features, steps), streamer task and service, state machine,
+             lock table, trigger
 
 `render` writes, without calling AWS, everything `terraform plan` needs into build/infra/:
 `<layer>.tfvars.json`, `<layer>.backend.hcl`, the exported state machine and the Glue code.
@@ -209,6 +210,8 @@ def service_vars(config: ProjectConfig, definition: Path, code: Sequence[CodeArt
         "glue_jobs": glue_jobs,
         "glue_read_prefixes": access["glue_read"],
         "glue_write_prefixes": access["glue_write"],
+        "steps_read_prefixes": access["steps_read"],
+        "steps_write_prefixes": access["steps_write"],
         "sagemaker_name_prefix": names["name_prefix"],
         "endpoint_name": names["endpoint"],
         "algorithm_image": algorithm_image,
@@ -388,33 +391,40 @@ def glue_job_variables(create_job: dict[str, Any], script_key: str) -> dict[str,
 
 
 def access_prefixes(config: ProjectConfig) -> dict[str, list[str]]:
-    """Which data-bucket prefixes each role reads or writes (keys from core/staging and core/layout)."""
-    from ml_demo_dagster.core.layout import FEATURES_PREFIX
+    """Which data-bucket prefixes each role reads or writes (keys from core/staging, core/layout,
+    core/quarantine, core/registry, core/dataset)."""
+    from ml_demo_dagster.core.layout import FEATURES_PREFIX, LIVE_PREFIX, PIPES_PREFIX, SCORING_PREFIX, STEPS_PREFIX
+    from ml_demo_dagster.core.quarantine import QUARANTINE_PREFIX
     from ml_demo_dagster.core.registry import MODELS_PREFIX
     from ml_demo_dagster.core.staging import STAGING_PREFIX
 
     code = config.aws.code_prefix.strip("/") + "/"
+    # The steps job reads and moves batches (quarantine and back), writes what each asset makes,
+    # reads and deletes the transform jobs' rows and scores, and reports to the machine.
+    steps = [STAGING_PREFIX, QUARANTINE_PREFIX, "raw/", FEATURES_PREFIX, "datasets/", MODELS_PREFIX, LIVE_PREFIX,
+             SCORING_PREFIX, STEPS_PREFIX]  # fmt: skip
     return {
-        "glue_read": [STAGING_PREFIX, code],
-        "glue_write": [FEATURES_PREFIX],
-        "sagemaker_read": ["datasets/", FEATURES_PREFIX, MODELS_PREFIX],
-        "sagemaker_write": [MODELS_PREFIX, "scores/"],
-        "state_machine_read": [STAGING_PREFIX],
+        "glue_read": [STAGING_PREFIX, code, PIPES_PREFIX],
+        "glue_write": [FEATURES_PREFIX, PIPES_PREFIX],
+        "steps_read": [*steps, code],
+        "steps_write": steps,
+        "sagemaker_read": ["datasets/", SCORING_PREFIX, MODELS_PREFIX],
+        "sagemaker_write": [MODELS_PREFIX, SCORING_PREFIX],
+        "state_machine_read": [STAGING_PREFIX, STEPS_PREFIX],
     }
 
 
 def render(config: ProjectConfig, paths: InfraPaths, definition: dict[str, Any], code: dict[str, bytes],
-           glue_create_job: dict[str, Any], glue_script_key: str, algorithm_image: str) -> Rendered:  # fmt: skip
-    """Write every file the three layers' `terraform plan` reads; calls no AWS API."""
+           glue_jobs: dict[str, tuple[dict[str, Any], str]], algorithm_image: str) -> Rendered:  # fmt: skip
+    """Write every file the three layers' `terraform plan` reads; calls no AWS API. `glue_jobs`:
+    each Glue job's CreateJob request (the aws target's builders) and its script's key."""
     artifacts = [CodeArtifact(key, write_file(paths.code_dir / key, data)) for key, data in sorted(code.items())]
     definition_path = write_file(paths.definition, json.dumps(definition, indent=2) + "\n")
-    glue_jobs = {"features": glue_job_variables(glue_create_job, glue_script_key)}
+    jobs = {name: glue_job_variables(create, script_key) for name, (create, script_key) in glue_jobs.items()}
     layer_vars = {
         "bootstrap": bootstrap_vars(config),
         "base": base_vars(config),
-        "service": service_vars(
-            config, definition_path, artifacts, glue_jobs, access_prefixes(config), algorithm_image
-        ),  # fmt: skip
+        "service": service_vars(config, definition_path, artifacts, jobs, access_prefixes(config), algorithm_image),
     }
     tfvars = {layer: write_json(paths.tfvars(layer), values) for layer, values in layer_vars.items()}
     backends = {

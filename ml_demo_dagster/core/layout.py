@@ -7,6 +7,9 @@ features/<T>/*.parquet          the feature job's output for batch T (complete: 
 datasets/<T>/                   training channels (CSV) + columnar copy, window ending at T
 models/...                      model versions and the champion pointer (core/registry.py)
 monitoring/live/<T>.json        the serving model's precision on batch T, before retraining
+scoring/<name>/                 a SageMaker transform job's input rows and output scores
+pipes/                          Dagster Pipes context and messages of the aws target's Glue runs
+steps/<T>/<step>.json           what a step of the state machine's steps job found (read back by the machine)
 state/                          cursors of headless runs
 """
 
@@ -21,6 +24,9 @@ from ml_demo_dagster.core.store import ObjectStore
 
 FEATURES_PREFIX = "features/"
 LIVE_PREFIX = "monitoring/live/"
+SCORING_PREFIX = "scoring/"
+STEPS_PREFIX = "steps/"
+PIPES_PREFIX = "pipes/"
 
 
 def raw_key(kind: str, batch_id: str) -> str:
@@ -37,6 +43,21 @@ def dataset_prefix(batch_id: str) -> str:
 
 def live_key(batch_id: str) -> str:
     return f"{LIVE_PREFIX}{batch_id}.json"
+
+
+def tuning_output_prefix(version: str) -> str:
+    """Where a tuning job writes its training jobs' artifacts (S3OutputPath)."""
+    return f"models/{version}/tuning/"
+
+
+def scoring_keys(name: str) -> tuple[str, str]:
+    """(input, output) keys of a transform job's rows: one CSV in, `<input name>.out` back."""
+    return f"{SCORING_PREFIX}{name}/input/rows.csv", f"{SCORING_PREFIX}{name}/output/rows.csv.out"
+
+
+def step_result_key(batch_id: str, step: str) -> str:
+    """What a step of the steps job reports for the state machine to read ("asset" or "asset:phase")."""
+    return f"{STEPS_PREFIX}{batch_id}/{step.replace(':', '.')}.json"
 
 
 def write_table(store: ObjectStore, key: str, table: pa.Table) -> None:

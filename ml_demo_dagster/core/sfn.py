@@ -25,6 +25,10 @@ from typing import Any
 # value. 13 digits, like a batch key, so that builders that check a batch id accept them.
 _SENTINELS = ("7000000000001", "7000000000002", "7000000000003", "7000000000004")
 _SENTINELS_B = ("8100000000001", "8100000000002", "8100000000003", "8100000000004")
+# Short values (the attempt number: up to 3 digits) stand in as 3 characters, so that a name
+# that fits with them fits at run time, and one that does not is refused at export.
+_SHORT = ("zq1", "zq2", "zq3", "zq4")
+_SHORT_B = ("zw1", "zw2", "zw3", "zw4")
 
 OPTIMIZED = "arn:aws:states:::"
 SDK = "arn:aws:states:::aws-sdk:"
@@ -79,14 +83,15 @@ def _split(value: str, sentinels: Sequence[str]) -> tuple[list[str], list[int]]:
     return pieces, order
 
 
-def _parametrize(a: Any, b: Any, paths: Sequence[str], where: str) -> tuple[bool, Any]:
+def _parametrize(a: Any, b: Any, paths: Sequence[str], where: str,
+                 sentinels: tuple[Sequence[str], Sequence[str]] = (_SENTINELS, _SENTINELS_B)) -> tuple[bool, Any]:  # fmt: skip
     """Merge two builds of one request: (is dynamic, value or path expression)."""
     if isinstance(a, dict):
         if not isinstance(b, dict) or set(a) != set(b):
             raise SfnExportError(f"{where}: the request's shape depends on a run-time value")
         out = {}
         for key in a:
-            dynamic, value = _parametrize(a[key], b[key], paths, f"{where}.{key}")
+            dynamic, value = _parametrize(a[key], b[key], paths, f"{where}.{key}", sentinels)
             out[f"{key}.$" if dynamic else key] = value
         return False, out
     if isinstance(a, list):
@@ -94,7 +99,7 @@ def _parametrize(a: Any, b: Any, paths: Sequence[str], where: str) -> tuple[bool
             raise SfnExportError(f"{where}: the request's shape depends on a run-time value")
         items = []
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            dynamic, value = _parametrize(x, y, paths, f"{where}[{i}]")
+            dynamic, value = _parametrize(x, y, paths, f"{where}[{i}]", sentinels)
             if dynamic:
                 raise SfnExportError(f"{where}[{i}]: a run-time value cannot stand alone in a list")
             items.append(value)
@@ -103,8 +108,8 @@ def _parametrize(a: Any, b: Any, paths: Sequence[str], where: str) -> tuple[bool
         return False, a
     if not isinstance(a, str) or not isinstance(b, str):
         raise SfnExportError(f"{where}: a non-text value ({a!r}) depends on a run-time value")
-    pieces, order = _split(a, _SENTINELS[: len(paths)])
-    rebuilt = "".join(p + (_SENTINELS_B[i] if k < len(order) else "") for k, (p, i) in
+    pieces, order = _split(a, sentinels[0])
+    rebuilt = "".join(p + (sentinels[1][i] if k < len(order) else "") for k, (p, i) in
                       enumerate(zip(pieces, order + [0], strict=True)))  # fmt: skip
     if not order or rebuilt != b:
         raise SfnExportError(
@@ -117,14 +122,17 @@ def _parametrize(a: Any, b: Any, paths: Sequence[str], where: str) -> tuple[bool
     return True, f"States.Format('{template}', {', '.join(paths[i] for i in order)})"
 
 
-def with_runtime_values(build: Callable[..., dict[str, Any]], values: Mapping[str, str]) -> dict[str, Any]:
-    """`build(**kwargs)` as Task Parameters, each kwarg given by its JSONPath in `values`."""
+def with_runtime_values(build: Callable[..., dict[str, Any]], values: Mapping[str, str],
+                        short: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+    """`build(**kwargs)` as Task Parameters, each kwarg given by its JSONPath in `values`
+    (those named in `short` are at most 3 characters at run time)."""
     names = list(values)
     if len(names) > len(_SENTINELS):
         raise SfnExportError(f"at most {len(_SENTINELS)} run-time values per request")
-    first = build(**dict(zip(names, _SENTINELS, strict=False)))
-    second = build(**dict(zip(names, _SENTINELS_B, strict=False)))
-    return _parametrize(first, second, [values[n] for n in names], "request")[1]
+    a = [(_SHORT if n in short else _SENTINELS)[i] for i, n in enumerate(names)]
+    b = [(_SHORT_B if n in short else _SENTINELS_B)[i] for i, n in enumerate(names)]
+    first, second = build(**dict(zip(names, a, strict=True))), build(**dict(zip(names, b, strict=True)))
+    return _parametrize(first, second, [values[n] for n in names], "request", (a, b))[1]
 
 
 # --- fragments ------------------------------------------------------------------------------
@@ -133,7 +141,8 @@ def with_runtime_values(build: Callable[..., dict[str, Any]], values: Mapping[st
 @dataclass
 class Fragment:
     """A run of states with one way in (`start`) and one way on: each state listed in `exits`
-    has its `Next` set to whatever follows the fragment. Task states get the failure catch."""
+    has its `Next` (a Choice: its `Default`) set to whatever follows the fragment. Task
+    states get the failure catch."""
 
     name: str
     start: str
@@ -176,6 +185,10 @@ class MachineSettings:
 
 FAILURE = "ReleaseLockAfterFailure"
 ERROR_PATH = "$.error"
+CLAIM_PATH = "$.claim"
+# The batch key and the attempt number, for the states after the prologue.
+BATCH = "$.batch"
+ATTEMPT = "$.claim.attempt"
 
 
 def _catch_all() -> list[dict[str, Any]]:
@@ -273,14 +286,20 @@ def prologue(s: MachineSettings, first_step: str) -> dict[str, dict[str, Any]]:
         "BatchIncomplete": {"Type": "Succeed", "Comment": "The other file's event starts the batch when it lands"},
         "ClaimBatch": {
             **task(
-                f"{OPTIMIZED}dynamodb:putItem",
+                f"{OPTIMIZED}dynamodb:updateItem",
                 {
                     "TableName": s.lock_table,
-                    "Item": {"pk": claim, "execution": me},
-                    "ConditionExpression": "attribute_not_exists(pk)",
+                    "Key": {"pk": claim},
+                    "UpdateExpression": "SET execution = :me ADD attempts :one",
+                    "ConditionExpression": "attribute_not_exists(execution)",
+                    "ExpressionAttributeValues": {":me": me, ":one": {"N": "1"}},
+                    "ReturnValues": "UPDATED_NEW",
                 },
                 "dynamodb",
-                comment="One execution per batch, however many events the batch raised",
+                result_path=CLAIM_PATH,
+                result_selector={"attempt.$": "$.Attributes.attempts.N"},
+                comment="One execution per batch, however many events the batch raised; the claim counts "
+                "the batch's attempts, and the attempt number tells this run's SageMaker resources apart",
             ),  # fmt: skip
             "Catch": [
                 {
@@ -373,10 +392,21 @@ def prologue(s: MachineSettings, first_step: str) -> dict[str, dict[str, Any]]:
             "Next": first_step,
         },
         "ReleaseClaimAfterLockFailure": {
-            **task(f"{OPTIMIZED}dynamodb:deleteItem", {"TableName": s.lock_table, "Key": {"pk": claim}}, "dynamodb"),
+            **task(f"{OPTIMIZED}dynamodb:updateItem", release_claim(s), "dynamodb"),
             "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "PipelineFailed"}],
             "Next": "PipelineFailed",
         },
+    }
+
+
+def release_claim(s: MachineSettings) -> dict[str, Any]:
+    """The claim is let go (its attempt count stays), so the batch can be run again."""
+    return {
+        "TableName": s.lock_table,
+        "Key": {"pk": {"S.$": "States.Format('batch#{}', $.batch)"}},
+        "UpdateExpression": "REMOVE execution",
+        "ConditionExpression": "execution = :me",
+        "ExpressionAttributeValues": {":me": {"S.$": "$$.Execution.Id"}},
     }
 
 
@@ -400,7 +430,6 @@ def epilogue(s: MachineSettings) -> dict[str, dict[str, Any]]:
         "ConditionExpression": "holder = :me",
         "ExpressionAttributeValues": {":me": {"S.$": "$$.Execution.Id"}},
     }
-    claim = {"TableName": s.lock_table, "Key": {"pk": {"S.$": "States.Format('batch#{}', $.batch)"}}}
     return {
         "ReleaseRunLock": {
             **task(f"{OPTIMIZED}dynamodb:deleteItem", lock_by_me, "dynamodb"),
@@ -420,15 +449,21 @@ def epilogue(s: MachineSettings) -> dict[str, dict[str, Any]]:
         },
         "ReleaseClaimAfterFailure": {
             **task(
-                f"{OPTIMIZED}dynamodb:deleteItem",
-                claim,
+                f"{OPTIMIZED}dynamodb:updateItem",
+                release_claim(s),
                 "dynamodb",
                 comment='The batch can be run again: start an execution with {"batch": T}',
             ),  # fmt: skip
             "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "PipelineFailed"}],
             "Next": "PipelineFailed",
         },
-        "PipelineFailed": {"Type": "Fail", "ErrorPath": f"{ERROR_PATH}.Error", "CausePath": f"{ERROR_PATH}.Cause"},
+        # The failed step's error name goes in the cause: a Fail state's own error may not be a
+        # States.* name (States.TaskFailed, States.Timeout, ...).
+        "PipelineFailed": {
+            "Type": "Fail",
+            "Error": "PipelineFailed",
+            "CausePath": f"States.Format('{{}}: {{}}', {ERROR_PATH}.Error, {ERROR_PATH}.Cause)",
+        },
     }
 
 
@@ -453,7 +488,7 @@ def assemble(settings: MachineSettings, fragments: Sequence[Fragment]) -> dict[s
                 raise SfnExportError(f"state {name!r} of {fragment.source or fragment.name} is defined twice")
             state = dict(state)
             if name in fragment.exits:
-                state["Next"] = following
+                state["Default" if state["Type"] == "Choice" else "Next"] = following
             if state["Type"] in ("Task", "Parallel", "Map"):
                 state["Catch"] = [*state.get("Catch", []), *_catch_all()]
             if fragment.source:

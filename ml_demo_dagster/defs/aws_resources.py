@@ -25,7 +25,6 @@ what to fix (aws/errors.py), raised as dagster Failures.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import string
@@ -44,6 +43,7 @@ from ml_demo_dagster.aws.clients import client
 from ml_demo_dagster.aws.errors import explain
 from ml_demo_dagster.aws.waiting import Job, RemoteJobError, wait_for
 from ml_demo_dagster.config import ProjectConfig
+from ml_demo_dagster.core.layout import PIPES_PREFIX
 from ml_demo_dagster.core.staging import deals_key, price_key
 from ml_demo_dagster.core.store import ObjectStore
 from ml_demo_dagster.defs.resources import (
@@ -55,7 +55,6 @@ from ml_demo_dagster.defs.resources import (
     TunerResource,
 )
 
-PIPES_PREFIX = "pipes/"
 GLUE_DONE = ("SUCCEEDED",)
 GLUE_FAILED = ("FAILED", "STOPPED", "TIMEOUT", "ERROR")
 # A remote job that ran and failed (or timed out) is not run again by Dagster's step retry:
@@ -257,11 +256,6 @@ def sagemaker_artifact(record: dict[str, Any], version: str) -> dict[str, Any]:
     return artifact
 
 
-def model_name_for(cfg: ProjectConfig, version: str, model_data_url: str) -> str:
-    """The SageMaker model of a version's artifact (named by both: a retrained version gets a new one)."""
-    return cfg.aws_name("m", f"{version}-{hashlib.sha256(model_data_url.encode()).hexdigest()[:6]}")
-
-
 def ensure_model(sagemaker, cfg: ProjectConfig, name: str, model_data_url: str) -> str:
     """The SageMaker model `name` for an artifact, created if it does not exist yet."""
     try:
@@ -360,15 +354,11 @@ class SageMakerDeployer(DeployerResource):
         registry = ModelRegistry(store)
         # `record` is the gate's decision; the model's own record says where the model is.
         artifact = sagemaker_artifact(record if "artifact" in record else registry.load_record(version), version)
-        model_name = artifact.get("model_name") or model_name_for(cfg, version, artifact["model_data_url"])
-        variant = json.dumps([model_name, cfg.aws.endpoint_instance_type, cfg.aws.endpoint_instance_count])
-        config_name = cfg.aws_name("c", f"{version}-{hashlib.sha256(variant.encode()).hexdigest()[:6]}")
+        model_name = artifact.get("model_name") or rq.model_name(cfg, version, rq.run_token())
+        config_name = rq.endpoint_config_name(cfg, version, rq.run_token())
         with aws_errors("sagemaker"):
             ensure_model(sagemaker, cfg, model_name, artifact["model_data_url"])
-            try:
-                sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
-            except ClientError:
-                sagemaker.create_endpoint_config(**rq.endpoint_config(cfg, config_name, model_name))
+            sagemaker.create_endpoint_config(**rq.endpoint_config(cfg, config_name, model_name))
             store.put_text(DEPLOYMENT_KEY, json.dumps(
                 {"version": version, "endpoint_config": config_name, "model": model_name, "record": record},
                 default=str))  # fmt: skip
@@ -514,14 +504,13 @@ class SageMakerTuner(TunerResource):
 
     def tune(self, store: ObjectStore, version: str, dataset, config: ProjectConfig, log: Callable[[str], None]):
         import time
-        import uuid
 
         import numpy as np
 
         from ml_demo_dagster.core import metrics
         from ml_demo_dagster.core.dataset import channel_keys
         from ml_demo_dagster.core.evaluation import Predictions
-        from ml_demo_dagster.core.layout import dataset_prefix
+        from ml_demo_dagster.core.layout import dataset_prefix, tuning_output_prefix
         from ml_demo_dagster.core.tuner import TuningResult
 
         started = time.perf_counter()
@@ -535,9 +524,10 @@ class SageMakerTuner(TunerResource):
                 raise dg.Failure(description=f"the {channel} channel of dataset {version} is not in the store "
                                              f"({store.uri(keys[channel])}); materialize training_dataset first")  # fmt: skip
         folder = lambda key: store.uri(key).rsplit("/", 1)[0] + "/"  # noqa: E731 (the channel's folder)
-        name = cfg.aws_name("t", f"{version}-{uuid.uuid4().hex[:4]}", limit=32)
+        token = rq.run_token()
+        name = rq.tuning_job_name(cfg, version, token)
         request = rq.tuning_job(cfg, name, folder(keys["train"]), folder(keys["validation"]),
-                                store.uri(f"sagemaker/tuning/{version}"))  # fmt: skip
+                                store.uri(tuning_output_prefix(version).rstrip("/")) + "/")  # fmt: skip
         with aws_errors("sagemaker", bucket):
             sagemaker.create_hyper_parameter_tuning_job(**request)
         url = console.sagemaker(region, "hyper-tuning-jobs", name)
@@ -574,7 +564,7 @@ class SageMakerTuner(TunerResource):
             model_data_url = sagemaker.describe_training_job(TrainingJobName=best_name)["ModelArtifacts"][
                 "S3ModelArtifacts"
             ]
-            model_name = ensure_model(sagemaker, cfg, model_name_for(cfg, version, model_data_url), model_data_url)
+            model_name = ensure_model(sagemaker, cfg, rq.model_name(cfg, version, token), model_data_url)
         log(f"tuning job {name}: best training job {best_name}, model {model_name}")
         best = trials[names.index(best_name)]
         rows = np.concatenate([dataset.validation.X, dataset.test.X])
@@ -623,7 +613,7 @@ class SageMakerScorer(ScorerResource):
         artifact = sagemaker_artifact(ModelRegistry(store).load_record(version), version)
         with aws_errors("sagemaker"):
             model_name = ensure_model(
-                sagemaker, cfg, artifact.get("model_name") or model_name_for(cfg, version, artifact["model_data_url"]),
+                sagemaker, cfg, artifact.get("model_name") or rq.model_name(cfg, version, rq.run_token()),
                 artifact["model_data_url"],
             )  # fmt: skip
         scores, labels = _transform(sagemaker, store, cfg, model_name, X, version, dg.get_dagster_logger().info)

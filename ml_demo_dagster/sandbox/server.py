@@ -7,7 +7,8 @@ Each request is routed by its SigV4 credential scope (service, region) and its a
   sagemaker.py); their parameters are first checked against botocore's service model,
   as AWS checks them (a ValidationException names the problem);
 - everything else goes to moto unchanged (S3, CloudWatch Logs, Glue job definitions,
-  SageMaker models and endpoint configs, ...).
+  SageMaker models and endpoint configs, DynamoDB, Step Functions, ...); Step Functions
+  executions call their services back through this server (stepfunctions.py).
 The server binds one address (127.0.0.1 by default), serves each request on its own thread
 and keeps all state in memory.
 """
@@ -35,6 +36,7 @@ from ml_demo_dagster.sandbox.protocol import (
     validation,
 )
 from ml_demo_dagster.sandbox.sagemaker import Endpoints, Transforms, Tuning
+from ml_demo_dagster.sandbox.stepfunctions import install as install_stepfunctions
 
 log = logging.getLogger(__name__)
 CONTROL_PREFIX = "/_sandbox/"
@@ -78,6 +80,7 @@ class Sandbox:
         self.tuning = Tuning(self.clients, self.faults)
         self.transforms = Transforms(self.clients)
         self.endpoints = Endpoints(self.clients, self.faults)
+        install_stepfunctions(bound_port)  # executions' task calls come back here (stepfunctions.py)
         self.handlers: dict[tuple[str, str], Handler] = {
             ("glue", "UpdateJob"): self.glue.update_job,
             ("glue", "StartJobRun"): self.glue.start_job_run,

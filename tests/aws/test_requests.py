@@ -22,22 +22,28 @@ def config():
 
 def built(config):
     create = rq.glue_job(config, "s3://b/code/abc/feature_job.py", "s3://b/code/abc/ml_demo_glue.zip")
-    tune_name = config.aws_name("t", "1700000000001-1a2b", limit=32)
+    steps = rq.glue_steps_job(config, "s3://b/code/def/steps_job.py", "s3://b/code/def/ml_demo_steps.zip")
+    tune_name = rq.tuning_job_name(config, "1700000000001", "1a2b")
+    model, endpoint_config = (
+        rq.model_name(config, "1700000000001", "1a2b"),
+        rq.endpoint_config_name(config, "1700000000001", "1a2b"),
+    )
     return [
+        ("glue", "CreateJob", steps),
+        ("glue", "StartJobRun", rq.steps_job_run(config, ["raw_ticks", "tuned_model"], "1700000000001", "12",
+                                                 "s3://b", "{}", {"tuning": "{}", "model_name": model})),
         ("glue", "CreateJob", create),
         ("glue", "UpdateJob", rq.glue_job_update(create)),
         ("glue", "StartJobRun", rq.glue_job_run(config, "1700000000001", "s3://b/staging/deals-1700000000001.csv",
                                                 "s3://b/staging/price-1700000000001.csv", "s3://b/features/1700000000001")),
         ("sagemaker", "CreateHyperParameterTuningJob",
          rq.tuning_job(config, tune_name, "s3://b/datasets/1/train/", "s3://b/datasets/1/validation/", "s3://b/tuning/")),
-        ("sagemaker", "CreateModel", rq.model(config, config.aws_name("m", "1700000000001-0a1b2c"),
-                                              "s3://b/tuning/x-001-abcdef12/output/model.tar.gz")),
-        ("sagemaker", "CreateEndpointConfig", rq.endpoint_config(config, config.aws_name("c", "1700000000001-0a1b2c"),
-                                                                 "ml-demo-dev-m-1700000000001-0a1b2c")),
-        ("sagemaker", "CreateEndpoint", rq.endpoint(config, "ml-demo-dev-c-1700000000001-0a1b2c")),
-        ("sagemaker", "UpdateEndpoint", rq.endpoint(config, "ml-demo-dev-c-1700000000001-0a1b2c")),
-        ("sagemaker", "CreateTransformJob", rq.transform_job(config, config.aws_name("s", "1700000000001-test-1a2b"),
-                                                             "ml-demo-dev-m-1", "s3://b/scoring/in/", "s3://b/scoring/out/")),
+        ("sagemaker", "CreateModel", rq.model(config, model, "s3://b/tuning/x-001-abcdef12/output/model.tar.gz")),
+        ("sagemaker", "CreateEndpointConfig", rq.endpoint_config(config, endpoint_config, model)),
+        ("sagemaker", "CreateEndpoint", rq.endpoint(config, endpoint_config)),
+        ("sagemaker", "UpdateEndpoint", rq.endpoint(config, endpoint_config)),
+        ("sagemaker", "CreateTransformJob", rq.transform_job(config, rq.transform_job_name(config, "1700000000001-deployed-model", rq.run_token(8)),
+                                                             model, "s3://b/scoring/in/", "s3://b/scoring/out/")),
     ]  # fmt: skip
 
 
@@ -103,10 +109,32 @@ def test_glue_run_names_the_batch_and_the_job(config):
 def test_names_fit_sagemakers_limits(config):
     long = load_config(environ={**ROLES, "ML_DEMO__PROJECT__NAME": "a-very-long-project-name-indeed",
                                 "ML_DEMO__PROJECT__ENVIRONMENT": "production-east"})  # fmt: skip
-    short = config.aws_name("t", "1700000000001-1a2b", limit=32)
-    assert short == "ml-demo-dev-t-1700000000001-1a2b"
-    for key in ("1700000000001-1a2b", "1700000000002-1a2b"):
-        name = long.aws_name("t", key, limit=32)
+    assert rq.tuning_job_name(config, "1700000000001", "1a2b") == "ml-demo-dev-t-1700000000001-1a2b"
+    assert rq.model_name(config, "1700000000001", "7") == "ml-demo-dev-m-1700000000001-7"
+    assert rq.endpoint_config_name(config, "1700000000001", "7") == "ml-demo-dev-c-1700000000001-7"
+    assert (
+        rq.transform_job_name(config, "1700000000001-live-precision", "7")
+        == "ml-demo-dev-s-1700000000001-live-precision-7"
+    )
+    for key in ("1700000000001", "1700000000002"):
+        name = rq.tuning_job_name(long, key, "1a2b")
         assert len(name) <= 32 and problems("sagemaker", "DescribeHyperParameterTuningJob",
                                             {"HyperParameterTuningJobName": name}) == []  # fmt: skip
-    assert long.aws_name("t", "1700000000001-1a2b", 32) != long.aws_name("t", "1700000000002-1a2b", 32)
+    assert rq.tuning_job_name(long, "1700000000001", "1a2b") != rq.tuning_job_name(long, "1700000000002", "1a2b")
+    tokens = {rq.run_token() for _ in range(50)}
+    assert len(tokens) > 40 and all(len(t) == 4 and int(t, 16) >= 0 for t in tokens)
+    assert len(rq.run_token(8)) == 8
+
+
+def test_the_steps_job_runs_on_glue_5_with_its_zip_and_pinned_scipy(config):
+    from importlib.metadata import version
+
+    create = rq.glue_steps_job(config, "s3://b/s.py", "s3://b/m.zip")
+    assert create["Name"] == config.glue_steps_job_name == "ml-demo-dev-steps" and create["GlueVersion"] == "5.0"
+    arguments = create["DefaultArguments"]
+    assert arguments["--extra-py-files"] == "s3://b/m.zip"
+    assert arguments["--additional-python-modules"] == ",".join(rq.STEPS_PYTHON_MODULES) == f"scipy=={version('scipy')}"
+    run = rq.steps_job_run(config, ["live_precision", "training_dataset"], "1700000000001", "3", "s3://b", "{}")
+    assert run["JobName"] == create["Name"]
+    assert {k[2:] for k in run["Arguments"]} == set(rq.STEPS_JOB_ARGUMENTS)
+    assert run["Arguments"]["--steps"] == "live_precision,training_dataset"

@@ -13,14 +13,18 @@ import pytest
 import requests as http
 
 from ml_demo_dagster.aws import requests
+from ml_demo_dagster.aws.steps_job import STEPS
 from ml_demo_dagster.cli import main
 from ml_demo_dagster.config import load_config
+from ml_demo_dagster.core.batch_steps import StepSettings
 from ml_demo_dagster.core.layout import features_prefix
 from ml_demo_dagster.core.sfn import SfnExportError
 from ml_demo_dagster.core.staging import deals_key, price_key
-from ml_demo_dagster.stepfunctions import AssetNode, build_definition, export_definition
+from ml_demo_dagster.definitions import build_definitions
+from ml_demo_dagster.stepfunctions import AssetNode, build_definition, export_definition, graph_nodes
 
 BATCH = "1700000000000"
+ATTEMPT = "12"
 ROLE = "arn:aws:iam::123456789012:role/ml-demo-dev-sagemaker"
 
 
@@ -33,6 +37,8 @@ def resolve(params, data):
     """Evaluate Task Parameters against an input, as Step Functions does for `.$` keys."""
 
     def path(expr):
+        if expr.startswith("States.JsonToString("):
+            return json.dumps(path(expr[len("States.JsonToString(") : -1]))
         node = data
         for part in expr[2:].split("."):
             node = node[part]
@@ -92,31 +98,64 @@ def test_moto_parses_the_export_and_rejects_a_broken_one(definition, moto_endpoi
 def test_task_parameters_are_the_aws_target_requests(definition):
     config = load_config(environ={"ML_DEMO__AWS__SAGEMAKER_ROLE_ARN": ROLE})
     states = json.loads(json.dumps(definition).replace("${sagemaker_role_arn}", ROLE))["States"]
-    data = {"batch": BATCH, "best": {"model_data_url": "s3://ml-demo-dev-data/models/x/model.tar.gz"}}
+    url = "s3://ml-demo-dev-data/models/x/model.tar.gz"
+    data = {"batch": BATCH, "claim": {"attempt": ATTEMPT}, "tuning": {"job": "t", "best": {"model_data_url": url}},
+            "results": {"live_precision_prepare": {"value": {"model_name": "champion-model"}},
+                        "deployed_model_prepare": {"value": {"model_name": "champion-model"}}}}  # fmt: skip
     uri = lambda key: f"s3://{config.bucket_name}/{key}"  # noqa: E731
     assert resolve(states["BuildFeatures"]["Parameters"], data) == requests.glue_job_run(
         config, BATCH, uri(deals_key(BATCH)), uri(price_key(BATCH)), uri(features_prefix(BATCH))
     )
     assert resolve(states["TuneModel"]["Parameters"], data) == requests.tuning_job(
-        config,
-        config.aws_name("tune", BATCH, limit=32),
-        uri(f"datasets/{BATCH}/train/"),
-        uri(f"datasets/{BATCH}/validation/"),
-        uri(f"models/{BATCH}/tuning/"),
-    )
-    model = config.aws_name("model", BATCH)
-    assert resolve(states["CreateModel"]["Parameters"], data) == requests.model(
-        config, model, data["best"]["model_data_url"]
-    )
+        config, requests.tuning_job_name(config, BATCH, ATTEMPT), uri(f"datasets/{BATCH}/train/"),
+        uri(f"datasets/{BATCH}/validation/"), uri(f"models/{BATCH}/tuning/"),
+    )  # fmt: skip
+    model = requests.model_name(config, BATCH, ATTEMPT)
+    assert resolve(states["CreateModel"]["Parameters"], data) == requests.model(config, model, url)
+    endpoint_config = requests.endpoint_config_name(config, BATCH, ATTEMPT)
+    assert resolve(states["NameEndpointConfig"]["Parameters"], data) == {"name": endpoint_config}
     assert resolve(states["CreateEndpointConfig"]["Parameters"], data) == requests.endpoint_config(
-        config, config.aws_name("config", BATCH), model
+        config, endpoint_config, model
     )
     for name in ("CreateEndpoint", "UpdateEndpoint"):
-        assert resolve(states[name]["Parameters"], data) == requests.endpoint(config, config.aws_name("config", BATCH))
+        assert resolve(states[name]["Parameters"], data) == requests.endpoint(config, endpoint_config)
+    for state, asset, scored_by in (("ScoreBestModel", "tuned_model", model),
+                                    ("Score live_precision", "live_precision", "champion-model"),
+                                    ("Score deployed_model", "deployed_model", "champion-model")):  # fmt: skip
+        rows = f"scoring/{BATCH}-{ATTEMPT}-{asset}"
+        assert resolve(states[state]["Parameters"], data) == requests.transform_job(
+            config, requests.transform_job_name(config, f"{BATCH}-{asset.replace('_', '-')}", ATTEMPT), scored_by,
+            uri(f"{rows}/input/"), uri(f"{rows}/output"),
+        )  # fmt: skip
+    settings = StepSettings.from_config(config).to_json()
+    assert resolve(states["Steps tuned_model + deployed_model:prepare"]["Parameters"], data) == requests.steps_job_run(
+        config, ["tuned_model", "deployed_model:prepare"], BATCH, ATTEMPT, f"s3://{config.bucket_name}", settings,
+        {"tuning": json.dumps(data["tuning"]), "model_name": model},
+    )  # fmt: skip
+    assert StepSettings.from_json(settings) == StepSettings.from_config(config)
     # The tuning job carries the configured ranges, limits and objective.
     tuning = states["TuneModel"]["Parameters"]["HyperParameterTuningJobConfig"]
     assert tuning["ResourceLimits"]["MaxNumberOfTrainingJobs"] == config.tuning.max_jobs
     assert tuning["HyperParameterTuningJobObjective"]["MetricName"] == config.tuning.objective_metric
+
+
+def test_every_step_the_machine_runs_is_a_step_of_the_steps_job_and_every_asset_has_one(definition):
+    runs = [s for s in definition["States"].values()
+            if s.get("Resource", "").endswith("glue:startJobRun.sync") and "--steps" in s["Parameters"]["Arguments"]]  # fmt: skip
+    asked = [step for s in runs for step in s["Parameters"]["Arguments"]["--steps"].split(",")]
+    assert sorted(asked) == sorted(STEPS) and len(asked) == len(set(asked))
+    assets = [n.name for n in graph_nodes(build_definitions("local"))]
+    assert set(assets) <= set(asked)
+    with pytest.raises(SfnExportError, match="asset new_asset: the steps job has no step 'new_asset'"):
+        build_definition(load_config(), [AssetNode("new_asset", frozenset({"store"}))], template=True)
+
+
+def test_a_name_the_machine_cannot_compute_at_run_time_is_refused():
+    config = load_config(
+        environ={"ML_DEMO__PROJECT__NAME": "ml-demo-longer", "ML_DEMO__PROJECT__ENVIRONMENT": "staging"}
+    )
+    with pytest.raises(SfnExportError, match="HyperParameterTuningJobName.*shorten project.name"):
+        export_definition(config, template=True)
 
 
 def test_a_config_change_changes_the_export():
@@ -130,34 +169,47 @@ def test_a_config_change_changes_the_export():
 
 
 def _order(definition) -> list[str]:
-    """States on the success path, from StartAt, following Next."""
+    """States on the success path from the run lock, following Next (a Choice: its Default)."""
     states, name, seen = definition["States"], "AcquireRunLock", []
     while name in states and name not in seen:
         seen.append(name)
-        name = states[name].get("Next")
+        name = states[name].get("Next") or states[name].get("Default")
     return seen
 
 
 def test_states_follow_the_asset_graph_order(definition):
     path = _order(definition)
-    assert path.index("BuildFeatures") < path.index("TuneModel") < path.index("SelectBestModel") < path.index(
-        "CreateModel") < path.index("CreateEndpointConfig") < path.index("FindEndpoint")  # fmt: skip
+    runs = [n for n in path if n.startswith("Steps ")]
+    assert runs == ["Steps raw_ticks + raw_deals", "Steps batch_features + live_precision:prepare",
+                    "Steps live_precision + training_dataset + tuned_model:prepare",
+                    "Steps tuned_model + deployed_model:prepare", "Steps deployed_model"]  # fmt: skip
+    assert path.index("Steps raw_ticks + raw_deals") < path.index("BuildFeatures") < path.index(runs[1])
+    assert path.index(runs[2]) < path.index("TuneModel") < path.index("SelectBestModel") < path.index(
+        "CreateModel") < path.index("ScoreBestModel") < path.index(runs[3]) < path.index("Steps deployed_model")  # fmt: skip
     states = definition["States"]
-    assert states["EndpointInService"]["Next"] == "ReleaseRunLock" and states["ReleaseRunLock"]["Next"] == "BatchDone"
-    assert states["BuildFeatures"]["Comment"] == "asset batch_features"
-    assert states["CreateModel"]["Comment"] == "asset deployed_model"
+    # The gate's decision chooses between the endpoint's states and the end.
+    assert states["ShouldDeploy"]["Default"] == "ReleaseRunLock"
+    assert states["ShouldDeploy"]["Choices"][0]["Next"] == "NameEndpointConfig"
+    assert states["PromoteChampion"]["Next"] == "ReleaseRunLock" and states["ReleaseRunLock"]["Next"] == "BatchDone"
+    # A serving model's scores only when the prepare step found one.
+    assert states["Score with live_precision serving model?"]["Default"] == runs[2]
+    assert states["BuildFeatures"]["Comment"].startswith("The Glue feature job")
+    assert states["CreateModel"]["Comment"] == "asset tuned_model"
 
 
-def test_adding_an_aws_asset_adds_its_states_in_graph_order():
+def test_adding_an_asset_adds_its_states_in_graph_order():
     config = load_config()
     nodes = [AssetNode("a_features", frozenset({"feature_job"})), AssetNode("b_local", frozenset({"store"})),
-             AssetNode("c_features", frozenset({"feature_job"}))]  # fmt: skip
-    d = build_definition(config, nodes, template=True)
+             AssetNode("c_features", frozenset({"feature_job"})), AssetNode("d_scored", frozenset({"scorer"}))]  # fmt: skip
+    d = build_definition(config, nodes, template=True, steps={"a_features", "b_local", "c_features", "d_scored",
+                                                               "d_scored:prepare"})  # fmt: skip
     assert "BuildFeatures" in d["States"] and "c_features.BuildFeatures" in d["States"]
     path = _order(d)
-    assert path.index("BuildFeatures") < path.index("c_features.BuildFeatures")
-    with pytest.raises(SfnExportError, match="nothing to put"):
-        build_definition(config, [AssetNode("only_local", frozenset({"store"}))])
+    assert path.index("BuildFeatures") < path.index("Steps a_features + b_local") < path.index(
+        "c_features.BuildFeatures") < path.index("Steps c_features + d_scored:prepare") < path.index(
+        "Read d_scored:prepare")  # fmt: skip
+    with pytest.raises(SfnExportError, match="empty"):
+        build_definition(config, [])
 
 
 def test_no_account_arn_or_bucket_that_did_not_come_from_config(definition):
@@ -173,7 +225,8 @@ def test_no_account_arn_or_bucket_that_did_not_come_from_config(definition):
 
 def test_failures_end_in_a_fail_state_with_the_cause(definition):
     states = definition["States"]
-    assert states["PipelineFailed"] == {"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}
+    assert states["PipelineFailed"] == {"Type": "Fail", "Error": "PipelineFailed",
+                                        "CausePath": "States.Format('{}: {}', $.error.Error, $.error.Cause)"}  # fmt: skip
     for name, state in states.items():
         if state["Type"] == "Task" and name not in {"ListDealsFile", "ListPriceFile", "ReleaseRunLock"}:
             assert state.get("Catch"), name

@@ -39,8 +39,11 @@ def paths(tmp_path, monkeypatch):
 
         definition = build_definition(config, [AssetNode("batch_features", frozenset({"feature_job"}))], template=True)
         create = requests.glue_job(config, "s3://b/code/abc/feature_job.py", "s3://b/code/abc/ml_demo_glue.zip")
-        return infra.render(config, p, definition, FAKE_CODE, create, "code/abc/feature_job.py",
-                            requests.linear_learner_image(config.project.region))  # fmt: skip
+        steps = requests.glue_steps_job(config, "s3://b/code/abc/feature_job.py", "s3://b/code/abc/ml_demo_glue.zip")
+        jobs = {"features": (create, "code/abc/feature_job.py"), "steps": (steps, "code/abc/feature_job.py")}
+        return infra.render(
+            config, p, definition, FAKE_CODE, jobs, requests.linear_learner_image(config.project.region)
+        )
 
     monkeypatch.setattr(infra_cli, "_render", fake_render)
     return p
@@ -199,7 +202,11 @@ def test_real_render_from_a_clone_writes_the_glue_code_and_definition(tmp_path, 
     service = json.loads(p.tfvars("service").read_text())
     script_key = service["glue_jobs"]["features"]["script_key"]
     assert Path(service["code_artifacts"][script_key]).read_bytes().startswith(b"")
-    assert script_key.endswith(".py") and len(service["code_artifacts"]) == 2
+    assert script_key.endswith(".py") and len(service["code_artifacts"]) == 4
+    steps = service["glue_jobs"]["steps"]
+    assert steps["name"] == load_config().glue_steps_job_name and steps["script_key"].endswith("/steps_job.py")
+    assert steps["default_arguments"]["--additional-python-modules"] == "scipy==1.17.1"
+    assert steps["script_key"] in service["code_artifacts"]
     modules = service["glue_jobs"]["features"]["default_arguments"]["--extra-py-files"]
     assert (
         modules.startswith(f"s3://{load_config().bucket_name}/")

@@ -167,3 +167,38 @@ def test_nothing_account_specific_is_hard_coded():
         assert "arn:aws:" not in text, f"{path}: an ARN literal (use the partition data source)"
         assert not re.search(r"s3://[a-z0-9]", text), f"{path}: a bucket literal"
         assert not re.search(r"\b(eu|us|ap|sa|ca|me|af)-[a-z]+-\d\b", text), f"{path}: a region literal"
+
+
+# IAM names that differ from the API's: (service, API action) -> IAM action.
+IAM_ACTION = {("s3", "ListObjectsV2"): "s3:ListBucket", ("sfn", "DescribeExecution"): "states:DescribeExecution"}
+# What a `.sync` integration calls while it waits (AWS Step Functions' IAM policies for them).
+SYNC_CALLS = {
+    "glue:StartJobRun": ["glue:GetJobRun"],
+    "sagemaker:CreateHyperParameterTuningJob": ["sagemaker:DescribeHyperParameterTuningJob"],
+    "sagemaker:CreateTransformJob": ["sagemaker:DescribeTransformJob"],
+}
+
+
+def _machine_actions(states: dict) -> set[str]:
+    """The IAM actions the states' Task resources call (nested Parallel/Map included)."""
+    actions = set()
+    for state in states.values():
+        for branch in [*state.get("Branches", []), *([state["ItemProcessor"]] if "ItemProcessor" in state else [])]:
+            actions |= _machine_actions(branch["States"])
+        if state["Type"] != "Task":
+            continue
+        service, api = state["Resource"].removeprefix("arn:aws:states:::").removeprefix("aws-sdk:").split(":")
+        api, sync = api.removesuffix(".sync"), api.endswith(".sync")
+        action = IAM_ACTION.get((service, api[0].upper() + api[1:]), f"{service}:{api[0].upper() + api[1:]}")
+        actions |= {action, *(SYNC_CALLS[action] if sync else [])}
+    return actions
+
+
+def test_the_state_machine_role_grants_every_call_of_the_exported_machine():
+    from ml_demo_dagster.config import load_config
+    from ml_demo_dagster.stepfunctions import export_definition
+
+    needed = _machine_actions(export_definition(load_config(environ={}), template=True)["States"])
+    assert {"glue:StartJobRun", "sagemaker:CreateTransformJob", "dynamodb:UpdateItem", "s3:GetObject"} <= needed
+    granted = {_strip(a) for st in _policy_documents()["service/sfn"] for a in st.get("actions", [])}
+    assert needed <= granted, sorted(needed - granted)

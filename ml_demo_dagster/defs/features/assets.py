@@ -15,9 +15,10 @@ checks it. Training windows read only batches whose features are complete and pa
 import dagster as dg
 
 from glue.feature_job import BatchDataError, FeatureJobError
-from ml_demo_dagster.core.layout import delete_features, features_prefix, read_features
+from ml_demo_dagster.core import batch_steps
+from ml_demo_dagster.core.layout import features_prefix
 from ml_demo_dagster.defs.features import checks
-from ml_demo_dagster.defs.ingest.assets import quarantine_failure
+from ml_demo_dagster.defs.ingest.assets import as_failure, quarantine_failure
 from ml_demo_dagster.defs.metadata import row_count
 from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import FeatureJobResource, ProjectConfigResource, StoreResource
@@ -42,25 +43,13 @@ def batch_features(
     except FeatureJobError as e:  # worth a retry: the policy decides
         raise dg.Failure(description=f"batch {batch_id}: the feature job failed: {e}", allow_retries=True) from None
     counts = job.counts
-    table = read_features(s, batch_id)
-    X = checks.feature_matrix(table)
-    labels = table.column("label").to_numpy()
     context.log.info(f"batch {batch_id}: {counts}")
-    results = [
-        checks.features_have_no_nan(X, labels),
-        checks.feature_width_is_605(X, cfg.feature_dim),
-        checks.label_balance_is_reported(labels),
-    ]
-    blocking = {spec.name for spec in checks.FEATURE_CHECKS if spec.blocking}
-    failed = [r for r in results if r.check_name in blocking and not r.passed]
-    if failed:
-        delete_features(s, batch_id)
-        detail = "; ".join(
-            f"{r.check_name} { ({k: getattr(v, 'value', v) for k, v in r.metadata.items()}) }" for r in failed
-        )
-        problem = {"file": s.uri(features_prefix(batch_id)), "line": None, "field": None,
-                   "reason": f"features failed blocking check(s): {detail}"}  # fmt: skip
-        raise quarantine_failure(s, batch_id, problem, "features")
+    try:
+        checked = batch_steps.check_features(s, batch_id, cfg.feature_dim)
+    except batch_steps.StepError as e:  # a blocking check failed: deleted and quarantined
+        raise as_failure(e) from None
+    table, labels = checked.table, checked.labels
+    results = [checks.result(c, checks.BATCH_FEATURES) for c in checked.checks]
     return dg.MaterializeResult(
         metadata={
             **row_count(table.num_rows),

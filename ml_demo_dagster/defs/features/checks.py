@@ -1,4 +1,5 @@
-"""Checks on a batch's features: width, NaN, and the label balance (reported)."""
+"""Checks on a batch's features: width, NaN, and the label balance (reported). What each
+computes is in core/checks.py (the Step Functions steps job enforces the same checks)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import numpy as np
 import pyarrow as pa
 
 from glue.contract import features_matrix
+from ml_demo_dagster.core import checks as core
+from ml_demo_dagster.defs.ingest.checks import result
 
 BATCH_FEATURES = dg.AssetKey("batch_features")
 
@@ -26,27 +29,12 @@ def feature_matrix(table: pa.Table) -> np.ndarray:
 
 
 def features_have_no_nan(X: np.ndarray, labels: np.ndarray) -> dg.AssetCheckResult:
-    bad_rows = int((~np.isfinite(X)).any(axis=1).sum()) if X.size else 0
-    bad_labels = int((~np.isin(labels, [0, 1])).sum())
-    return dg.AssetCheckResult(
-        check_name="features_have_no_nan", asset_key=BATCH_FEATURES, passed=bad_rows == 0 and bad_labels == 0,
-        metadata={"rows_with_nan": bad_rows, "bad_labels": bad_labels},
-    )  # fmt: skip
+    return result(core.features_have_no_nan(X, labels), BATCH_FEATURES)
 
 
 def feature_width_is_605(X: np.ndarray, expected: int) -> dg.AssetCheckResult:
-    # features_matrix refuses ragged rows, so one width holds for every row.
-    lo = hi = X.shape[1] if len(X) else expected
-    return dg.AssetCheckResult(
-        check_name="feature_width_is_605", asset_key=BATCH_FEATURES, passed=lo == hi == expected,
-        metadata={"expected": expected, "min_width": lo, "max_width": hi},
-    )  # fmt: skip
+    return result(core.feature_width_is_605(X, expected), BATCH_FEATURES)
 
 
 def label_balance_is_reported(labels: np.ndarray) -> dg.AssetCheckResult:
-    share = float(labels.mean()) if len(labels) else 0.0
-    return dg.AssetCheckResult(
-        check_name="label_balance_is_reported", asset_key=BATCH_FEATURES,
-        passed=bool(len(labels)) and 0.05 <= share <= 0.95, severity=dg.AssetCheckSeverity.WARN,
-        metadata={"profit_share": round(share, 4), "rows": len(labels), "profits": int(labels.sum())},
-    )  # fmt: skip
+    return result(core.label_balance_is_reported(labels), BATCH_FEATURES)

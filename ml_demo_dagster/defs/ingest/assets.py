@@ -15,9 +15,9 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ml_demo_dagster.core import quarantine
-from ml_demo_dagster.core.layout import raw_key, write_table
-from ml_demo_dagster.core.staging import StagingBatch, StagingFormatError
+from ml_demo_dagster.core import batch_steps
+from ml_demo_dagster.core.layout import raw_key
+from ml_demo_dagster.core.staging import StagingBatch
 from ml_demo_dagster.core.store import ObjectStore
 from ml_demo_dagster.defs.ingest import checks
 from ml_demo_dagster.defs.metadata import preview
@@ -28,33 +28,26 @@ from ml_demo_dagster.defs.retries import STORAGE_RETRY
 
 def quarantine_failure(store: ObjectStore, batch_id: str, problem: dict, stage: str) -> dg.Failure:
     """Quarantine the batch and return the step's failure: one line, never retried."""
-    record = quarantine.quarantine(store, batch_id, problem, stage)
-    return dg.Failure(
-        description=f"batch {batch_id} quarantined: {quarantine.one_line(record)}",
-        metadata={"quarantine": dg.MetadataValue.json(record)},
-        allow_retries=False,
-    )
+    return as_failure(batch_steps.quarantine_batch(store, batch_id, problem, stage))
 
 
-def load_batch(context: dg.AssetExecutionContext, store: ObjectStore, batch_id: str) -> StagingBatch:
-    """The batch, read strictly from staging/ (or from quarantine/<T>/ after a fix, then moved
-    back); a contract violation quarantines it and fails the step."""
-    files = quarantine.locate(store, batch_id)
-    if files is None:
-        raise dg.Failure(
-            description=f"batch {batch_id}: its two files are in neither staging/ nor {quarantine.quarantine_prefix(batch_id)}",
-            allow_retries=False,
-        )
+def as_failure(error: batch_steps.StepError) -> dg.Failure:
+    """A step's error as the asset's failure: one line; quarantined batches carry their record."""
+    metadata = {"quarantine": dg.MetadataValue.json(error.record)} if isinstance(error, batch_steps.Quarantined) else {}
+    return dg.Failure(description=str(error), metadata=metadata, allow_retries=error.retry)
+
+
+def loaded(context: dg.AssetExecutionContext, batch_id: str, step) -> tuple:
+    """Run an ingest step (core/batch_steps.py): its failure as the asset's, its notes in the log."""
     try:
-        batch = quarantine.read(store, files)
-    except StagingFormatError as e:
-        raise quarantine_failure(store, batch_id, quarantine.problem_of(e), "ingest") from None
-    if files.place == "quarantine":
-        restored = quarantine.release(store, batch_id)
-        context.log.info(f"batch {batch_id}: fixed files pass the contract; moved back to staging/: {restored}")
-    for note in batch.notes:
+        done, results = step()
+    except batch_steps.StepError as e:
+        raise as_failure(e) from None
+    if done.released is not None:
+        context.log.info(f"batch {batch_id}: fixed files pass the contract; moved back to staging/: {done.released}")
+    for note in done.batch.notes:
         context.log.warning(f"batch {batch_id}: {note}")
-    return batch
+    return done.batch, results
 
 
 def _span(ts: pa.ChunkedArray) -> dict:
@@ -71,13 +64,12 @@ def _notes(batch: StagingBatch) -> dict:
 def raw_ticks(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
     """Price ticks of one batch, validated against the staging contract, as parquet."""
     batch_id, s = context.partition_key, store.open()
-    batch = load_batch(context, s, batch_id)
+    batch, results = loaded(context, batch_id, lambda: batch_steps.raw_ticks(s, batch_id))
     ticks = batch.prices
-    write_table(s, raw_key("ticks", batch_id), ticks)
     return dg.MaterializeResult(
         metadata={"rows": ticks.num_rows, **_span(ticks.column("timestamp")), "preview": preview(ticks),
                   "path": s.uri(raw_key("ticks", batch_id)), **_notes(batch)},
-        check_results=[checks.ticks_are_ordered(ticks), checks.spread_is_positive(ticks)],
+        check_results=[checks.result(c, checks.RAW_TICKS) for c in results],
     )  # fmt: skip
 
 
@@ -88,16 +80,13 @@ def raw_deals(
 ) -> dg.MaterializeResult:
     """Buy deals of one batch with their outcome, validated against the staging contract, as parquet."""
     batch_id, s = context.partition_key, store.open()
-    batch = load_batch(context, s, batch_id)
-    deals, ticks = batch.deals, batch.prices
-    write_table(s, raw_key("deals", batch_id), deals)
+    point_value = project.get().market.point_value
+    batch, results = loaded(context, batch_id, lambda: batch_steps.raw_deals(s, batch_id, point_value))
+    deals = batch.deals
     profit = pc.sum(pc.equal(deals.column("loss_or_profit"), "profit")).as_py()
     return dg.MaterializeResult(
         metadata={"rows": deals.num_rows, "profit_share": round(profit / deals.num_rows, 4),
                   **_span(deals.column("timestamp")), "preview": preview(deals),
                   "path": s.uri(raw_key("deals", batch_id)), **_notes(batch)},
-        check_results=[
-            checks.deals_have_ticks(deals, ticks),
-            checks.deal_levels_match_stop_and_limit(deals, project.get().market.point_value),
-        ],
+        check_results=[checks.result(c, checks.RAW_DEALS) for c in results],
     )  # fmt: skip

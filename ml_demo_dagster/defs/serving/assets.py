@@ -9,25 +9,19 @@ chance). Every score carries its 95% interval (block bootstrap over time).
 """
 
 import json
-from dataclasses import replace
 
 import dagster as dg
-import numpy as np
 
-from ml_demo_dagster.core.dataset import read_dataset
-from ml_demo_dagster.core.evaluation import decide, report
-from ml_demo_dagster.core.layout import LIVE_PREFIX, dataset_prefix, live_key, read_features
+from ml_demo_dagster.core import batch_steps
+from ml_demo_dagster.core.batch_steps import StepSettings
+from ml_demo_dagster.core.layout import LIVE_PREFIX
 from ml_demo_dagster.core.plots import png_markdown, series_plot
-from ml_demo_dagster.core.registry import ModelRegistry
 from ml_demo_dagster.defs.features.assets import batch_features
-from ml_demo_dagster.defs.features.checks import feature_matrix
 from ml_demo_dagster.defs.metadata import interval, score, value
 from ml_demo_dagster.defs.partitions import batches
 from ml_demo_dagster.defs.resources import DeployerResource, ProjectConfigResource, ScorerResource, StoreResource
 from ml_demo_dagster.defs.retries import STORAGE_RETRY
-from ml_demo_dagster.defs.training.assets import settings_for, tuned_model
-
-LIVE_SCORES = ("precision", "recall", "roc_auc")
+from ml_demo_dagster.defs.training.assets import tuned_model
 
 
 def _live_history(s) -> list[dict]:
@@ -60,33 +54,19 @@ def live_precision(
 ) -> dg.MaterializeResult:
     """Precision of the serving model on this batch's deals, scored before retraining."""
     batch_id, s, cfg = context.partition_key, store.open(), project.get()
-    pointer = ModelRegistry(s).champion_pointer()
-    record: dict = {"batch": batch_id, "serving_version": None, "live_precision": None}
+    rows = batch_steps.live_rows(s, batch_id)
+    predictions = scorer.predict(s, rows.pointer["version"], rows.X) if rows.pointer is not None else None
+    _, live = batch_steps.live_precision(s, batch_id, StepSettings.from_config(cfg), rows, predictions)
     metadata: dict = {"serving_version": dg.MetadataValue.null(), "live_precision": dg.MetadataValue.null()}
-    if pointer is not None:
-        table = read_features(s, batch_id)
-        y = table.column("label").to_numpy()
-        timestamp = table.column("timestamp").to_numpy()
-        # Blocks as long as this batch's longest deal: rows in different blocks share no outcome.
-        block_ms = float(table.column("duration_ms").to_numpy().max()) if table.num_rows else 0.0
-        predictions = scorer.predict(s, pointer["version"], feature_matrix(table))
-        live = report(y, timestamp, predictions, block_ms, cfg.tuning.static.target_recall,
-                      settings_for(cfg, batch_id), scores=LIVE_SCORES)  # fmt: skip
-        record.update(
-            serving_version=pointer["version"],
-            base_rate=live.base_rate,
-            rows=live.rows,
-            **{f"live_{name}": live.scores[name].to_dict() for name in LIVE_SCORES},
-        )
+    if live is not None:
         metadata = {
-            "serving_version": pointer["version"],
+            "serving_version": rows.pointer["version"],
             **interval("live_precision", live.scores["precision"]),
             **interval("live_recall", live.scores["recall"]),
             **interval("live_roc_auc", live.scores["roc_auc"]),
             "base_rate": score(live.base_rate),
             "rows": live.rows,
         }
-    s.put_text(live_key(batch_id), json.dumps(record, indent=2))
     history = _live_history(s)
     if history:
         metadata["live_precision_over_time"] = dg.MetadataValue.md(_live_plot(history))
@@ -110,32 +90,15 @@ def deployed_model(
     """The model serving the endpoint: the challenger if its improvement on the newest test split is significant."""
     batch_id, s, cfg = context.partition_key, store.open(), project.get()
     deployer.reconcile(s, context.log.info)  # a deployment an earlier run left half-done: settled first
-    registry = ModelRegistry(s)
     # The challenger's predictions on its test split were kept when it was tuned; the
     # champion is scored on the same rows.
-    timestamp, y, challenger = registry.load_predictions(batch_id, "test")
-    gap_ms = registry.load_record(batch_id).get("gap_ms") or 0
-    pointer = registry.champion_pointer()
-    champion_version = pointer["version"] if pointer else None
-    champion = None
-    if champion_version is not None:
-        test = read_dataset(s, dataset_prefix(batch_id)).test
-        if not np.array_equal(test.timestamp, timestamp):
-            raise dg.Failure(f"batch {batch_id}: the test split changed since the model was tuned; re-run tuned_model")
-        champion = scorer.predict(s, champion_version, test.X)
-    settings = replace(settings_for(cfg, batch_id), confidence=cfg.gate.confidence)
-    decision = decide(y, timestamp, challenger, champion, gap_ms, metric=cfg.gate.metric, settings=settings)
-    record = {
-        "batch": batch_id,
-        "challenger": batch_id,
-        "champion": champion_version,
-        "test_rows": int(len(y)),
-        "base_rate": float(y.mean()) if len(y) else None,
-        "deployed": decision.deploy,
-        "reason": decision.reason,
-        **decision.to_dict(),
-    }
-    registry.record_decision(batch_id, record)
+    try:
+        rows = batch_steps.gate_rows(s, batch_id)
+    except batch_steps.StepError as e:
+        raise dg.Failure(str(e)) from None
+    champion_version = rows.champion_version
+    champion = scorer.predict(s, champion_version, rows.X) if champion_version is not None else None
+    decision, record = batch_steps.gate(s, batch_id, StepSettings.from_config(cfg), rows, champion)
     serving = batch_id if decision.deploy else champion_version
     endpoint = deployer.deploy(s, batch_id, record) if decision.deploy else None
     verdict = "deployed" if decision.deploy else "kept champion" if champion_version else "not deployed"

@@ -11,11 +11,11 @@ never used to choose.
 
 import dagster as dg
 
-from ml_demo_dagster.core.dataset import assemble_dataset, read_dataset, write_dataset
-from ml_demo_dagster.core.evaluation import Settings, report
-from ml_demo_dagster.core.layout import batches_with_features, dataset_prefix, read_features
+from ml_demo_dagster.core import batch_steps
+from ml_demo_dagster.core.batch_steps import StepSettings
+from ml_demo_dagster.core.dataset import read_dataset
+from ml_demo_dagster.core.layout import dataset_prefix
 from ml_demo_dagster.core.plots import objective_plot, png_markdown, pr_curve_plot
-from ml_demo_dagster.core.registry import ModelRegistry
 from ml_demo_dagster.core.tuner import trials_table
 from ml_demo_dagster.defs.features.assets import batch_features
 from ml_demo_dagster.defs.metadata import interval, interval_values, row_count, score, scores_table, table, value
@@ -36,16 +36,6 @@ TRIAL_COLUMNS = {
 }  # fmt: skip
 
 
-def window_for(available: list[str], batch_id: str, size: int) -> list[str]:
-    """The newest `size` batches up to and including `batch_id`, oldest first."""
-    return [b for b in available if int(b) <= int(batch_id)][-size:]
-
-
-def settings_for(cfg, batch_id: str) -> Settings:
-    """Bootstrap settings from config, seeded by the batch so a re-run reproduces its intervals."""
-    return Settings.from_config(cfg.evaluation, seed=int(batch_id) % 2**32)
-
-
 @dg.asset(
     partitions_def=batches,
     group_name="training",
@@ -58,16 +48,10 @@ def training_dataset(
 ) -> dg.MaterializeResult:
     """Train/validation/test channels over the newest batches, split in time order with a purge gap."""
     batch_id, s, cfg = context.partition_key, store.open(), project.get()
-    window = window_for(batches_with_features(s), batch_id, cfg.training.window_batches)
     try:
-        dataset = assemble_dataset(
-            [read_features(s, b) for b in window],
-            split=cfg.training.split,
-            validation_chunks=cfg.training.validation_chunks,
-        )
-    except ValueError as e:  # the window's data cannot make a dataset: no retry will change that
-        raise dg.Failure(description=f"batch {batch_id}: {e}", allow_retries=False) from None
-    keys = write_dataset(dataset, s, dataset_prefix(batch_id))
+        window, dataset, keys = batch_steps.training_dataset(s, batch_id, StepSettings.from_config(cfg))
+    except batch_steps.StepError as e:  # the window's data cannot make a dataset: no retry will change that
+        raise dg.Failure(description=str(e), allow_retries=e.retry) from None
     summary = dataset.summary()
     return dg.MaterializeResult(
         metadata={
@@ -95,31 +79,13 @@ def tuned_model(
     dataset = read_dataset(s, dataset_prefix(batch_id))
     result = tuner.tune(s, batch_id, dataset, cfg, context.log.info)
     target_recall = cfg.tuning.static.target_recall
-    settings = settings_for(cfg, batch_id)
-    # Every score on each split, with its interval; the test threshold is the model's own, set
-    # on validation for the target recall (re-choosing it on the test rows would flatter noise).
-    reports = {
-        name: report(split.y, split.timestamp, predictions, dataset.gap_ms, target_recall, settings)
-        for name, split, predictions in (
-            ("validation", dataset.validation, result.validation_predictions),
-            ("test", dataset.test, result.test_predictions),
-        )
-    }
-    registry = ModelRegistry(s)
-    registry.save_predictions(batch_id, "test", dataset.test.timestamp, dataset.test.y, result.test_predictions)
     tuned_names = set(cfg.tuning.ranges)
-    record = {
-        "version": batch_id,
-        "artifact": result.artifact,
-        "hyperparameters": result.best.hyperparameters,
-        "objective_metric": result.objective_metric,
-        "objective": result.best.objective,
-        "validation": reports["validation"].to_dict(),
-        "test": reports["test"].to_dict(),
-        "trials": len(result.trials),
-        "gap_ms": dataset.gap_ms,
-    }
-    registry.save_record(batch_id, record)
+    reports, _ = batch_steps.record_tuned_model(
+        s, batch_id, dataset, StepSettings.from_config(cfg), artifact=result.artifact,
+        hyperparameters=result.best.hyperparameters, objective_metric=result.objective_metric,
+        objective=result.best.objective, trials=len(result.trials),
+        validation_predictions=result.validation_predictions, test_predictions=result.test_predictions,
+    )  # fmt: skip
     test, validation = reports["test"], reports["validation"]
     auc = test.scores["roc_auc"]
     return dg.MaterializeResult(
