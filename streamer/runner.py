@@ -67,24 +67,26 @@ def run_stream(
     progress_every_s: float = 5.0,
     dealer: Dealer | NaiveDealer | None = None,
     spool: Spool | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> StreamStats:
     """Stream ticks through the dealer into batches in `store`; returns what was done.
 
     `dealer` defaults to a fresh Dealer with the config's stop, limit and point value
     (the benchmark passes a NaiveDealer to compare). `spool`: resume from it and keep it
-    up to date (the caller opens and closes it).
+    up to date (the caller opens and closes it). `clock` gives each batch's T (the export's
+    wall-clock time, seconds): a test that needs the same batch ids every run fixes it.
     """
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches must be >= 1 (got {max_batches})")
     if dealer is None:
         dealer = Dealer(config.dealer.stop, config.dealer.limit, config.market.point_value)
-    return _Stream(config, source, store, dealer, spool, max_batches, stop, progress, progress_every_s).run()
+    return _Stream(config, source, store, dealer, spool, max_batches, stop, progress, progress_every_s, clock).run()
 
 
 class _Stream:
     """One run of the loop, with what it needs around it: recovery, checkpoints, progress."""
 
-    def __init__(self, config, source, store, dealer, spool, max_batches, stop, progress, progress_every_s):
+    def __init__(self, config, source, store, dealer, spool, max_batches, stop, progress, progress_every_s, clock):
         self.source: MarketSource = source
         self.dealer: Dealer | NaiveDealer = dealer
         self.spool: Spool | None = spool
@@ -93,6 +95,7 @@ class _Stream:
             batch_size=config.export.batch_size,
             price_lead_seconds=config.export.price_lead_seconds,
             before_upload=spool.record_batch if spool is not None else None,
+            clock=clock,
         )
         self.max_batches = max_batches
         self.stop = stop if stop is not None else threading.Event()

@@ -120,8 +120,13 @@ START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 SMALL_BATCHES = {"ML_DEMO__EXPORT__BATCH_SIZE": "2000", "ML_DEMO__SIM__VOLATILITY": "5"}
 
 
-def stream_batches(bucket: str, count: int, seed: int = 7) -> list[str]:
-    """`count` simulated batches, in the seed's staging format, into s3://bucket/staging/; their ids."""
+def stream_batches(bucket: str, count: int, seed: int = 7, fixed_ids: bool = False) -> list[str]:
+    """`count` simulated batches, in the seed's staging format, into s3://bucket/staging/; their ids.
+
+    A batch's id is the export's wall-clock time, so the sandbox's tuning (seeded by the
+    request, whose channel URIs hold the id) searches differently on each run. `fixed_ids`:
+    the ids are one day after the market's start, the same every run (for a test whose
+    SageMaker job names cannot meet another test's: its own environment)."""
     from ml_demo_dagster.config import load_config
     from ml_demo_dagster.core.store import open_store
     from streamer.runner import run_stream
@@ -129,8 +134,8 @@ def stream_batches(bucket: str, count: int, seed: int = 7) -> list[str]:
 
     config = load_config(environ={**SMALL_BATCHES, **os.environ})  # what the test set wins
     store = open_store(f"s3://{bucket}", region=REGION)
-    # A fixed start: the same seed gives the same batch ids, so the same channel URIs, and
-    # the sandbox's tuning (seeded by the request) searches the same way every run.
+    # A fixed start: the same seed gives the same ticks and deals.
     source = make_source("sim", config, seed=seed, start_ms=START_MS)
-    stats = run_stream(config, source, store, max_batches=count)
+    clock = (lambda: (START_MS + 86_400_000) / 1000) if fixed_ids else time.time
+    stats = run_stream(config, source, store, max_batches=count, clock=clock)
     return list(stats.batch_ids)
