@@ -116,6 +116,22 @@ def bucket(aws_env) -> str:
     return name
 
 
+# Small and quick, with a learnable regime (momentum) so that a first model beats chance.
+LEARNABLE_SMALL = {
+    "ML_DEMO__EXPORT__BATCH_SIZE": "4000",
+    "ML_DEMO__SIM__VOLATILITY": "5",
+    "ML_DEMO__SIM__MOMENTUM": "6",
+    "ML_DEMO__TUNING__MAX_JOBS": "2",
+    "ML_DEMO__TUNING__MAX_PARALLEL_JOBS": "2",
+    "ML_DEMO__TUNING__STATIC__EPOCHS": "5",
+    # Ranges where every trial learns (two trials only: a diverging one must not be all there is).
+    "ML_DEMO__TUNING__RANGES__LEARNING_RATE__MIN": "0.0001",
+    "ML_DEMO__TUNING__RANGES__LEARNING_RATE__MAX": "0.01",
+    "ML_DEMO__TUNING__RANGES__L1__MAX": "0.001",
+    "ML_DEMO__TUNING__RANGES__WD__MAX": "0.001",
+    "ML_DEMO__AWS__POLL_INTERVAL_SECONDS": "0.3",
+}
+
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 SMALL_BATCHES = {"ML_DEMO__EXPORT__BATCH_SIZE": "2000", "ML_DEMO__SIM__VOLATILITY": "5"}
 

@@ -19,7 +19,7 @@ import boto3
 import dagster as dg
 import numpy as np
 import pytest
-from conftest import REGION, ROLES, stream_batches
+from conftest import LEARNABLE_SMALL, REGION, ROLES, stream_batches
 
 from glue.contract import BatchInput, features_matrix
 from glue.feature_local import build_features_local
@@ -34,21 +34,7 @@ from ml_demo_dagster.defs.resources import StoreResource, resources_for
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
-# Small and quick, with a learnable regime (momentum) so that a first model beats chance.
-SETTINGS = {
-    "ML_DEMO__EXPORT__BATCH_SIZE": "4000",
-    "ML_DEMO__SIM__VOLATILITY": "5",
-    "ML_DEMO__SIM__MOMENTUM": "6",
-    "ML_DEMO__TUNING__MAX_JOBS": "2",
-    "ML_DEMO__TUNING__MAX_PARALLEL_JOBS": "2",
-    "ML_DEMO__TUNING__STATIC__EPOCHS": "5",
-    # Ranges where every trial learns (two trials only: a diverging one must not be all there is).
-    "ML_DEMO__TUNING__RANGES__LEARNING_RATE__MIN": "0.0001",
-    "ML_DEMO__TUNING__RANGES__LEARNING_RATE__MAX": "0.01",
-    "ML_DEMO__TUNING__RANGES__L1__MAX": "0.001",
-    "ML_DEMO__TUNING__RANGES__WD__MAX": "0.001",
-    "ML_DEMO__AWS__POLL_INTERVAL_SECONDS": "0.3",
-}
+SETTINGS = LEARNABLE_SMALL
 # Faults on the calls each step cannot do without; every one must be retried away.
 FAULTS = [
     {"service": "s3", "error": "throttle", "count": 2, "operation": "PUT"},

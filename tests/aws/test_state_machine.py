@@ -23,7 +23,7 @@ import boto3
 import numpy as np
 import pytest
 import requests as http
-from conftest import REGION, ROLES, stream_batches, wait_until
+from conftest import LEARNABLE_SMALL, REGION, ROLES, stream_batches, wait_until
 
 from ml_demo_dagster.aws import glue_code
 from ml_demo_dagster.aws import requests as rq
@@ -39,20 +39,7 @@ from ml_demo_dagster.stepfunctions import export_definition
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
-SETTINGS = {
-    "ML_DEMO__PROJECT__ENVIRONMENT": "sfn",  # its own names: ml-demo-sfn-*
-    "ML_DEMO__EXPORT__BATCH_SIZE": "4000",
-    "ML_DEMO__SIM__VOLATILITY": "5",
-    "ML_DEMO__SIM__MOMENTUM": "6",
-    "ML_DEMO__TUNING__MAX_JOBS": "2",
-    "ML_DEMO__TUNING__MAX_PARALLEL_JOBS": "2",
-    "ML_DEMO__TUNING__STATIC__EPOCHS": "5",
-    "ML_DEMO__TUNING__RANGES__LEARNING_RATE__MIN": "0.0001",
-    "ML_DEMO__TUNING__RANGES__LEARNING_RATE__MAX": "0.01",
-    "ML_DEMO__TUNING__RANGES__L1__MAX": "0.001",
-    "ML_DEMO__TUNING__RANGES__WD__MAX": "0.001",
-    "ML_DEMO__AWS__POLL_INTERVAL_SECONDS": "0.3",
-}
+SETTINGS = {"ML_DEMO__PROJECT__ENVIRONMENT": "sfn", **LEARNABLE_SMALL}  # its own names: ml-demo-sfn-*
 CHAMPION = "1767225000000"  # registered before the batch (10 minutes before START_MS)
 
 
