@@ -60,35 +60,6 @@ data "aws_iam_policy_document" "glue" {
       values   = [for p in distinct(concat(var.glue_read_prefixes, var.glue_write_prefixes)) : "${p}*"]
     }
   }
-  statement {
-    sid       = "UseProjectKey"
-    actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
-    resources = [local.kms_key_arn]
-  }
-  statement {
-    sid = "WriteJobLogs"
-    actions = [
-      "logs:CreateLogGroup",
-      "logs:CreateLogStream",
-      "logs:PutLogEvents",
-      "logs:AssociateKmsKey",
-    ]
-    resources = [
-      "${local.arn_prefix}:logs:${var.region}:${local.account_id}:log-group:/aws-glue/*",
-      aws_cloudwatch_log_group.glue.arn,
-      "${aws_cloudwatch_log_group.glue.arn}:*",
-    ]
-  }
-  statement {
-    sid       = "PublishJobMetrics"
-    actions   = ["cloudwatch:PutMetricData"]
-    resources = ["*"]
-    condition {
-      test     = "StringEquals"
-      variable = "cloudwatch:namespace"
-      values   = ["Glue"]
-    }
-  }
 }
 
 resource "aws_iam_role" "glue" {
@@ -126,6 +97,22 @@ data "aws_iam_policy_document" "glue_steps" {
       values   = [for p in distinct(concat(var.steps_read_prefixes, var.steps_write_prefixes)) : "${p}*"]
     }
   }
+}
+
+resource "aws_iam_role" "glue_steps" {
+  name               = "${var.name_prefix}-glue-steps"
+  assume_role_policy = data.aws_iam_policy_document.glue_assume.json
+}
+
+resource "aws_iam_role_policy" "glue_steps" {
+  name   = "steps-job"
+  role   = aws_iam_role.glue_steps.id
+  policy = data.aws_iam_policy_document.glue_steps.json
+}
+
+# What every Glue job does whatever its data: the project key, its logs, its metrics. One
+# document, attached to both Glue roles.
+data "aws_iam_policy_document" "glue_runtime" {
   statement {
     sid       = "UseProjectKey"
     actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
@@ -157,15 +144,11 @@ data "aws_iam_policy_document" "glue_steps" {
   }
 }
 
-resource "aws_iam_role" "glue_steps" {
-  name               = "${var.name_prefix}-glue-steps"
-  assume_role_policy = data.aws_iam_policy_document.glue_assume.json
-}
-
-resource "aws_iam_role_policy" "glue_steps" {
-  name   = "steps-job"
-  role   = aws_iam_role.glue_steps.id
-  policy = data.aws_iam_policy_document.glue_steps.json
+resource "aws_iam_role_policy" "glue_runtime" {
+  for_each = { features = aws_iam_role.glue.id, steps = aws_iam_role.glue_steps.id }
+  name     = "glue-runtime"
+  role     = each.value
+  policy   = data.aws_iam_policy_document.glue_runtime.json
 }
 
 # ----------------------------------------------------------------------- SageMaker

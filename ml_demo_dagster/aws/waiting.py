@@ -27,11 +27,11 @@ class RemoteJobError(RuntimeError):
 
 
 class RemoteJobFailed(RemoteJobError):
-    pass
+    """The job ended Failed or Stopped: its own answer, not retried."""
 
 
 class RemoteTimeout(RemoteJobError):
-    pass
+    """The job did not end within the configured time; it may still be running."""
 
 
 def one_line(text: Any, limit: int = 1000) -> str:

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         _announce(sandbox.url)
         sandbox.serve_forever()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the normal way to stop
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -22,6 +22,7 @@ executes each run the way Glue does:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -141,10 +142,8 @@ class LogShipper:
                     (self._logs.create_log_group, {"logGroupName": self.group}),
                     (self._logs.create_log_stream, {"logGroupName": self.group, "logStreamName": self.stream}),
                 ):
-                    try:
+                    with contextlib.suppress(self._logs.exceptions.ResourceAlreadyExistsException):
                         call(**kwargs)
-                    except self._logs.exceptions.ResourceAlreadyExistsException:
-                        pass
                 self._ready = True
             for i in range(0, len(events), 5000):
                 self._logs.put_log_events(
@@ -421,10 +420,8 @@ def _last_line(text: str) -> str | None:
 
 
 def _kill_group(process: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
         os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _wait_or_kill(process: subprocess.Popen) -> None:

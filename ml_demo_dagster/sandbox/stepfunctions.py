@@ -104,7 +104,7 @@ def _classes():
             ))  # fmt: skip
 
     class SandboxGlue(SyncWait, StateTaskServiceGlue):
-        pass
+        """Glue: moto's integration, with the sandbox's `.sync` wait on GetJobRun."""
 
     class SandboxSageMaker(SyncWait, StateTaskServiceUnsupported):
         """SageMaker: request-response calls forwarded (moto's), `.sync` for the jobs above."""
@@ -114,7 +114,7 @@ def _classes():
             self._supported_integration_patterns = {ResourceCondition.Sync}
 
         def _validate_service_integration_is_supported(self):
-            pass
+            """Every SageMaker action is supported: the sync ones are checked when resolved."""
 
         def _build_sync_resolver(self, env, resource_runtime_part, normalised_parameters,
                                  state_credentials) -> Callable[[], Any]:  # fmt: skip
