@@ -35,19 +35,14 @@ def batch_transform(
     name = rq.transform_job_name(config, tag, rq.run_token(8))
     input_key, output_key = scoring_keys(name)
     store.put_bytes(input_key, rows_csv(X))
+    request = rq.transform_job(
+        config, name, model_name, store.uri(input_key).rsplit("/", 1)[0] + "/", store.uri(output_key).rsplit("/", 1)[0]
+    )
     try:
-        sagemaker.create_transform_job(
-            **rq.transform_job(
-                config,
-                name,
-                model_name,
-                store.uri(input_key).rsplit("/", 1)[0] + "/",
-                store.uri(output_key).rsplit("/", 1)[0],
-            )
-        )
         wait_for(
             Job(
                 what=f"transform job {name} ({len(X)} rows, model {model_name})",
+                start=lambda: sagemaker.create_transform_job(**request),
                 describe=lambda: sagemaker.describe_transform_job(TransformJobName=name),
                 status=lambda d: d["TransformJobStatus"],
                 succeeded=TRANSFORM_DONE,

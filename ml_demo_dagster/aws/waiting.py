@@ -50,6 +50,9 @@ class Job:
     failed: Collection[str]
     reason: Callable[[dict[str, Any]], str | None]
     stop: Callable[[], Any] | None = None
+    # The request that starts the job, when the caller makes it: made inside the wait, so an
+    # interrupt that lands while it is in flight stops the job too.
+    start: Callable[[], Any] | None = None
     progress: Callable[[dict[str, Any]], str] | None = None
     timeout_key: str = ""  # the config key that sets the timeout, named in the error
 
@@ -68,6 +71,8 @@ def wait_for(
     deadline = started + timeout_seconds
     last_status, last_said, last_log = None, None, started
     try:
+        if job.start is not None:
+            job.start()
         while True:
             description = job.describe()
             status = job.status(description)
@@ -82,7 +87,7 @@ def wait_for(
                 reason = job.reason(description) or "no reason given"
                 raise RemoteJobFailed(one_line(f"{job.what} {status}: {reason}"))
             if now >= deadline:
-                stopped = _try_stop(job, log)
+                stopped = stop_job(job.what, job.stop, log)
                 raise RemoteTimeout(one_line(
                     f"{job.what} still {status} after {timeout_seconds:.0f} s{stopped}; "
                     f"raise {job.timeout_key or 'its timeout'} if it needs longer"
@@ -91,17 +96,18 @@ def wait_for(
     except Exception:
         raise
     except BaseException:  # interrupted (the Dagster run was terminated): the remote job must not run on
-        _try_stop(job, log)
+        stop_job(job.what, job.stop, log)
         raise
 
 
-def _try_stop(job: Job, log: Callable[[str], None]) -> str:
-    if job.stop is None:
+def stop_job(what: str, stop: Callable[[], Any] | None, log: Callable[[str], None]) -> str:
+    """Ask for the job to stop, log what happened; the words for the error message."""
+    if stop is None:
         return ""
     try:
-        job.stop()
+        stop()
     except Exception as e:  # noqa: BLE001 (report, and let the original reason stand)
-        log(f"{job.what}: could not stop it: {one_line(e)}")
+        log(f"{what}: could not stop it: {one_line(e)}")
         return " (could not stop it)"
-    log(f"{job.what}: stop requested")
+    log(f"{what}: stop requested")
     return " (stopped it)"

@@ -41,7 +41,7 @@ from ml_demo_dagster.aws import console, glue_code
 from ml_demo_dagster.aws import requests as rq
 from ml_demo_dagster.aws.clients import client
 from ml_demo_dagster.aws.errors import explain
-from ml_demo_dagster.aws.waiting import Job, RemoteJobError, wait_for
+from ml_demo_dagster.aws.waiting import Job, RemoteJobError, one_line, stop_job, wait_for
 from ml_demo_dagster.config import ProjectConfig
 from ml_demo_dagster.core.layout import PIPES_PREFIX
 from ml_demo_dagster.core.staging import deals_key, price_key
@@ -209,8 +209,11 @@ class GlueFeatureJob(FeatureJobResource):
                 description=str(e), metadata=self._run_metadata(cfg, pipes.run_id), allow_retries=NO_REMOTE_RETRY
             ) from None
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
-            # The run was terminated: the Glue run is stopped (forward_termination); the step
-            # ends here, not in a retry that would start the Glue run again.
+            # The run was terminated: the wait stopped the Glue run, or, when the interrupt came
+            # before the wait had its id, it is found and stopped here. The step ends here, not
+            # in a retry that would start the Glue run again.
+            if pipes.run_id is None:
+                pipes.run_id = self._stop_unfollowed_run(glue, request, context.log.info)
             raise dg.Failure(
                 description=f"interrupted: Glue run {pipes.run_id} stopped",
                 metadata=self._run_metadata(cfg, pipes.run_id),
@@ -226,6 +229,22 @@ class GlueFeatureJob(FeatureJobResource):
                 metadata=self._run_metadata(cfg, pipes.run_id),
             )
         return FeatureJobRun(counts=counts, metadata=self._run_metadata(cfg, pipes.run_id))
+
+    @staticmethod
+    def _stop_unfollowed_run(glue, request: dict[str, Any], log: Callable[[str], None]) -> str | None:
+        """The run this request started, if any, stopped; its id. It is found by its arguments:
+        Pipes added this session's own keys to them (`request` is the dict Pipes sent)."""
+        job_name = request["JobName"]
+        try:
+            runs = glue.get_job_runs(JobName=job_name)["JobRuns"]
+        except (ClientError, BotoCoreError) as e:
+            log(f"Glue job {job_name}: could not look for the run just started: {one_line(e)}")
+            return None
+        mine = [r["Id"] for r in runs if r.get("Arguments") == request["Arguments"]]
+        for run_id in mine:
+            stop_job(f"Glue run {run_id} of job {job_name}",
+                     lambda run_id=run_id: glue.batch_stop_job_run(JobName=job_name, JobRunIds=[run_id]), log)  # fmt: skip
+        return mine[0] if mine else None
 
     @staticmethod
     def _run_metadata(cfg: ProjectConfig, run_id: str | None) -> dict[str, Any]:
@@ -528,8 +547,6 @@ class SageMakerTuner(TunerResource):
         name = rq.tuning_job_name(cfg, version, token)
         request = rq.tuning_job(cfg, name, folder(keys["train"]), folder(keys["validation"]),
                                 store.uri(tuning_output_prefix(version).rstrip("/")) + "/")  # fmt: skip
-        with aws_errors("sagemaker", bucket):
-            sagemaker.create_hyper_parameter_tuning_job(**request)
         url = console.sagemaker(region, "hyper-tuning-jobs", name)
         log(f"tuning job {name}: {url}")
         try:
@@ -537,6 +554,7 @@ class SageMakerTuner(TunerResource):
                 final = wait_for(
                     Job(
                         what=f"tuning job {name}",
+                        start=lambda: sagemaker.create_hyper_parameter_tuning_job(**request),
                         describe=lambda: sagemaker.describe_hyper_parameter_tuning_job(
                             HyperParameterTuningJobName=name
                         ),

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
+from dagster import DagsterExecutionInterruptedError
 
 from ml_demo_dagster.aws.errors import explain
 from ml_demo_dagster.aws.waiting import Job, RemoteJobFailed, RemoteTimeout, wait_for
+from ml_demo_dagster.defs.aws_resources import GlueFeatureJob
 
 
 class FakeClock:
@@ -73,6 +75,41 @@ def test_an_interrupted_wait_stops_the_remote_job_and_goes_on_interrupting(inter
         wait_for(job(["InProgress"] * 3, stops), timeout_seconds=30, poll_seconds=1, log=lambda m: None,
                  clock=clock, sleep=sleep)  # fmt: skip
     assert stops == ["stop"]
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, DagsterExecutionInterruptedError])
+def test_an_interrupt_while_the_start_request_is_in_flight_stops_the_job(interruption):
+    calls, logs = [], []
+
+    def start():
+        calls.append("start")
+        raise interruption()  # the request went out; its answer never came back
+
+    with pytest.raises(interruption):
+        wait_for(job(["InProgress"], calls, start=start), timeout_seconds=30, poll_seconds=1, log=logs.append)
+    assert calls == ["start", "stop"] and logs == ["tuning job t: stop requested"]
+
+
+class FakeGlue:
+    def __init__(self, runs):
+        self.runs, self.stopped = runs, []
+
+    def get_job_runs(self, JobName):  # noqa: N803 (boto3's names)
+        return {"JobRuns": self.runs}
+
+    def batch_stop_job_run(self, JobName, JobRunIds):  # noqa: N803
+        self.stopped += JobRunIds
+
+
+def test_a_glue_run_started_just_before_an_interrupt_is_found_by_its_arguments_and_stopped():
+    request = {"JobName": "ml-demo-dev-features", "Arguments": {"--batch_id": "7", "--dagster-pipes-context": "abc"}}
+    glue, logs = FakeGlue([
+        {"Id": "jr_other", "Arguments": {"--batch_id": "7", "--dagster-pipes-context": "an earlier session"}},
+        {"Id": "jr_mine", "Arguments": dict(request["Arguments"])},
+    ]), []  # fmt: skip
+    assert GlueFeatureJob._stop_unfollowed_run(glue, request, logs.append) == "jr_mine"
+    assert glue.stopped == ["jr_mine"] and logs == ["Glue run jr_mine of job ml-demo-dev-features: stop requested"]
+    assert GlueFeatureJob._stop_unfollowed_run(FakeGlue([]), request, logs.append) is None
 
 
 def client_error(code: str, message: str, operation: str, status: int = 400) -> ClientError:
